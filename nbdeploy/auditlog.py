@@ -1,0 +1,351 @@
+"""The prediction log: every served, shadow and batch prediction, append-only.
+
+SQLite in WAL mode with ``synchronous=NORMAL``: a committed transaction survives
+``kill -9`` of the writer, and a commit costs no fsync. The server writes one
+transaction per micro-batch (group commit) before it releases the responses.
+
+One row per request ("record") holds its rows columnar in an orjson payload; a
+prediction id is ``<record_id>-<row>``. This keeps a 10,000-row request at one
+insert while ``logs()`` still returns one row per prediction. Records are
+hash-chained (each hash covers the previous one), so editing or deleting a row
+afterwards is detectable. Feedback labels and rejected-request counts live in
+their own append-only tables; prediction rows are never updated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from nbdeploy import config
+from nbdeploy.exceptions import AuditLogError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GENESIS = "0" * 64
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL UNIQUE,
+    request_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    deployment TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version INTEGER NOT NULL,
+    alias TEXT,
+    role TEXT NOT NULL,
+    n_rows INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    payload BLOB NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_model_ts ON records (model_name, ts);
+CREATE INDEX IF NOT EXISTS records_deployment_ts ON records (deployment, ts);
+CREATE INDEX IF NOT EXISTS records_request ON records (request_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    prediction_id TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    label BLOB NOT NULL,
+    ts REAL NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_prediction ON feedback (prediction_id);
+CREATE TABLE IF NOT EXISTS rejections (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    deployment TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    code TEXT NOT NULL,
+    status INTEGER NOT NULL
+);
+"""
+META_COLUMNS = ("prediction_id", "request_id", "timestamp", "model_name", "model_version",
+                "alias", "role", "latency_ms")
+
+
+@dataclass
+class Record:
+    """One request's predictions by one model, as the server hands them to the log."""
+
+    request_id: str
+    deployment: str
+    model_name: str
+    model_version: int
+    alias: str | None
+    role: str  # served | shadow | batch
+    n_rows: int
+    latency_ms: float
+    payload: bytes
+    ts: float = 0.0
+    record_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.ts = self.ts or time.time()
+        self.record_id = self.record_id or uuid.uuid4().hex[:20]
+
+    def prediction_ids(self) -> list[str]:
+        prefix = self.record_id + "-"
+        return [prefix + str(i) for i in range(self.n_rows)]
+
+
+def _digest(prev: str, row: tuple[Any, ...], payload: bytes) -> str:
+    head = "\x1f".join(str(v) for v in row).encode()
+    return hashlib.sha256(prev.encode() + head + b"\x1e" + payload).hexdigest()
+
+
+class AuditLog:
+    """A connection to the log. Not shared between threads; open one per thread."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path or config.settings().audit_db)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise AuditLogError(f"cannot open the audit log at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writing ------------------------------------------------------------
+
+    def append(self, records: list[Record]) -> None:
+        """Commit ``records`` in one transaction (group commit), chaining their hashes."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                last = db.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+                prev = last[0] if last else GENESIS
+                rows = []
+                for r in records:
+                    meta = (r.record_id, r.request_id, repr(r.ts), r.deployment, r.model_name,
+                            r.model_version, r.alias or "", r.role, r.n_rows, repr(r.latency_ms))
+                    digest = _digest(prev, meta, r.payload)
+                    rows.append((r.record_id, r.request_id, r.ts, r.deployment, r.model_name,
+                                 r.model_version, r.alias, r.role, r.n_rows, r.latency_ms,
+                                 r.payload, prev, digest))
+                    prev = digest
+                db.executemany(
+                    "INSERT INTO records (record_id, request_id, ts, deployment, model_name, "
+                    "model_version, alias, role, n_rows, latency_ms, payload, prev_hash, hash) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise AuditLogError(f"cannot write to the audit log: {exc}") from exc
+
+    def reject(self, deployment: str, model_name: str, code: str, status: int) -> None:
+        """Count a rejected request (never its payload)."""
+        try:
+            self.db.execute("INSERT INTO rejections (ts, deployment, model_name, code, status) "
+                            "VALUES (?,?,?,?,?)", (time.time(), deployment, model_name, code,
+                                                   status))
+        except sqlite3.Error:
+            pass  # counting a rejection must never turn it into a server error
+
+    def add_feedback(self, model_name: str, prediction_ids: list[str], labels: list[Any],
+                     source: str) -> int:
+        if len(prediction_ids) != len(labels):
+            raise AuditLogError(f"{len(prediction_ids)} prediction ids but {len(labels)} "
+                                "labels; pass one label per id")
+        if not prediction_ids:
+            raise AuditLogError("no prediction ids given")
+        unknown = self._unknown(model_name, prediction_ids)
+        if unknown:
+            raise AuditLogError(f"{unknown} of {len(prediction_ids)} prediction ids are not "
+                                f"logged predictions of {model_name!r}; nothing was recorded")
+        now = time.time()
+        rows = [(str(p), model_name, orjson.dumps(_plain(label)), now, source)
+                for p, label in zip(prediction_ids, labels, strict=True)]
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany("INSERT INTO feedback (prediction_id, model_name, label, ts, "
+                                    "source) VALUES (?,?,?,?,?)", rows)
+        except sqlite3.Error as exc:
+            raise AuditLogError(f"cannot write feedback: {exc}") from exc
+        return len(rows)
+
+    def _unknown(self, name: str, prediction_ids: list[str]) -> int:
+        wanted: dict[str, list[int]] = {}
+        malformed = 0
+        for pid in prediction_ids:
+            record, _, row = str(pid).rpartition("-")
+            if not record or not row.isdigit():
+                malformed += 1
+                continue
+            wanted.setdefault(record, []).append(int(row))
+        known: dict[str, int] = {}
+        ids = list(wanted)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for rid, n in self.db.execute(
+                    f"SELECT record_id, n_rows FROM records WHERE record_id IN ({marks}) "
+                    "AND (model_name = ? OR deployment = ?)", (*chunk, name, name)):
+                known[rid] = n
+        return malformed + sum(1 for rid, rows in wanted.items() for r in rows
+                               if rid not in known or r >= known[rid])
+
+    # -- reading ------------------------------------------------------------
+
+    def records(self, name: str, *, since: float | None = None, limit: int | None = None,
+                role: str | None = None) -> list[tuple[Any, ...]]:
+        where = ["(model_name = ? OR deployment = ?)"]
+        args: list[Any] = [name, name]
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if role is not None:
+            where.append("role = ?")
+            args.append(role)
+        sql = ("SELECT record_id, request_id, ts, model_name, model_version, alias, role, "
+               f"latency_ms, n_rows, payload FROM records WHERE {' AND '.join(where)} "
+               "ORDER BY seq DESC")
+        rows, total = [], 0
+        for row in self.db.execute(sql, args):
+            rows.append(row)
+            total += row[8]
+            if limit is not None and total >= limit:
+                break
+        rows.reverse()
+        return rows
+
+    def counts(self, name: str) -> dict[str, int]:
+        predictions = self.db.execute(
+            "SELECT COALESCE(SUM(n_rows), 0) FROM records WHERE model_name = ? OR deployment = ?",
+            (name, name)).fetchone()[0]
+        rejected = self.db.execute(
+            "SELECT COUNT(*) FROM rejections WHERE model_name = ? OR deployment = ?",
+            (name, name)).fetchone()[0]
+        return {"predictions": int(predictions), "rejected": int(rejected)}
+
+    def verify(self, record_id: str) -> bool:
+        """Does the hash chain check out around this record?"""
+        row = self.db.execute(
+            "SELECT seq, record_id, request_id, ts, deployment, model_name, model_version, "
+            "alias, role, n_rows, latency_ms, payload, prev_hash, hash FROM records "
+            "WHERE record_id = ?", (record_id,)).fetchone()
+        if row is None:
+            return False
+        seq, *meta, payload, prev, digest = row
+        meta[2], meta[6], meta[9] = repr(meta[2]), meta[6] or "", repr(meta[9])
+        before = self.db.execute("SELECT hash FROM records WHERE seq < ? ORDER BY seq DESC "
+                                 "LIMIT 1", (seq,)).fetchone()
+        after = self.db.execute("SELECT prev_hash FROM records WHERE seq > ? ORDER BY seq "
+                                "LIMIT 1", (seq,)).fetchone()
+        return ((before[0] if before else GENESIS) == prev
+                and _digest(prev, tuple(meta), payload) == digest
+                and (after is None or after[0] == digest))
+
+
+_local = threading.local()
+
+
+def shared() -> AuditLog:
+    """This thread's connection to the configured log (reopened if the home changed)."""
+    log = getattr(_local, "log", None)
+    if log is None or log.path != config.settings().audit_db:
+        log = _local.log = AuditLog()
+    return log
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") and not isinstance(value, str | bytes) else value
+
+
+def _since(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    import pandas as pd
+
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return stamp.timestamp()
+
+
+def logs(name: str, *, since: Any = None, limit: int | None = None,
+         role: str | None = None) -> pd.DataFrame:
+    """Logged predictions of a deployment or model, one row per prediction, oldest first."""
+    import pandas as pd
+
+    if role not in (None, "served", "shadow", "batch"):
+        raise AuditLogError(f"role must be 'served', 'shadow' or 'batch', not {role!r}")
+    records = shared().records(name, since=_since(since), limit=limit, role=role)
+    meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
+    features: dict[str, list[Any]] = {}
+    outputs: dict[str, list[Any]] = {}
+    total = 0
+    for rid, req, ts, model, version, alias, rrole, latency, n, payload in records:
+        body = orjson.loads(payload)
+        meta["prediction_id"].extend(f"{rid}-{i}" for i in range(n))
+        for key, value in (("request_id", req), ("timestamp", ts), ("model_name", model),
+                           ("model_version", version), ("alias", alias), ("role", rrole),
+                           ("latency_ms", latency)):
+            meta[key].extend([value] * n)
+        for column, values in decode_inputs(body).items():
+            _extend(features, column, values, total)
+        _extend(outputs, "prediction", body["predictions"], total)
+        if body.get("proba") is not None:
+            for j, cls in enumerate(body["classes"]):
+                _extend(outputs, f"proba_{cls}", [p[j] for p in body["proba"]], total)
+            _extend(outputs, "score", [max(p) for p in body["proba"]], total)
+        for key in ("fallback", "fallback_reason"):
+            if key in body:
+                _extend(outputs, key, body[key], total)
+        total += n
+    frame = pd.DataFrame(meta)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    taken = set(META_COLUMNS) | set(outputs)
+    for column, values in features.items():
+        frame["feature." + column if column in taken else column] = _pad(values, total)
+    for column, values in outputs.items():
+        frame[column] = _pad(values, total)
+    if limit is not None and len(frame) > limit:
+        frame = frame.iloc[len(frame) - limit:].reset_index(drop=True)
+    return frame
+
+
+def decode_inputs(body: dict[str, Any]) -> dict[str, list[Any]]:
+    columns = body["columns"]
+    if "data" in body:
+        return {c: [row[j] for row in body["data"]] for j, c in enumerate(columns)}
+    return dict(zip(columns, body["columnar"], strict=True))
+
+
+def _extend(store: dict[str, list[Any]], key: str, values: list[Any], offset: int) -> None:
+    column = store.setdefault(key, [])
+    if len(column) < offset:
+        column.extend([None] * (offset - len(column)))
+    column.extend(values)
+
+
+def _pad(values: list[Any], total: int) -> list[Any]:
+    return values + [None] * (total - len(values))
+
+
+def feedback(name: str, prediction_ids: Any, labels: Any) -> int:
+    """Record ground-truth labels for logged predictions; returns how many were recorded."""
+    ids = [str(p) for p in list(prediction_ids)]
+    return shared().add_feedback(name, ids, list(labels), source=config.settings().user)

@@ -1,0 +1,145 @@
+"""Every nbdeploy setting, read in one place.
+
+Order of precedence: explicit arguments (handled by callers), then ``NBDEPLOY_*``
+environment variables, then the embedded defaults below. No other module reads
+``os.environ``; they call :func:`settings`.
+
+``NBDEPLOY_HOME`` is resolved once to an absolute path: the variable if set, else
+the nearest ``.nbdeploy/`` folder found upward from the working directory (as git
+finds ``.git``), else ``./.nbdeploy``. Child processes (servers, job kernels, the
+scheduler) receive it through :func:`child_env`, so every process sees one registry
+and one audit log.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbdeploy.exceptions import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    #: MLflow tracking and registry URI (``MLFLOW_TRACKING_URI`` wins when set).
+    tracking_uri: str
+    #: Where MLflow stores artifacts of the experiments nbdeploy creates.
+    artifact_root: str
+    #: The prediction log: a SQLite file path (embedded default).
+    audit_db: Path
+    #: MLflow experiment that holds nbdeploy's registration and job runs.
+    experiment: str
+    #: Largest accepted HTTP body, bytes.
+    max_body_bytes: int
+    #: Largest accepted batch on HTTP, rows (bulk scoring belongs to ``nd.score``).
+    max_rows: int
+    #: How often a running server checks whether its alias moved, seconds.
+    alias_poll_s: float
+    #: How long ``nd.serve`` waits for a server to answer, seconds.
+    start_timeout_s: float
+    #: Rows per chunk in ``nd.score``.
+    score_chunk_rows: int
+    #: The interactive user, recorded in lineage and history.
+    user: str
+    #: Notebook path as Jupyter tells the kernel (``JPY_SESSION_NAME``), if any.
+    session_notebook: str | None
+    #: The job run this process belongs to (set by ``nd.run_job`` for its kernel).
+    job_run_id: str | None
+    #: Bearer token a server started from this process requires (``--token`` wins).
+    token: str | None
+    #: Accept artifacts that did not come through ``nd.register`` (no recorded hashes).
+    trust_unverified: bool
+
+    @property
+    def deployments_dir(self) -> Path:
+        return self.home / "deployments"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"NBDEPLOY_{name}", default)
+
+
+def _number(name: str, default: float, kind: type = float) -> float:
+    raw = _env(name, "")
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(
+            f"NBDEPLOY_{name}={raw!r} is not a number; unset it or give a number"
+        ) from None
+
+
+def resolve_home(start: Path | None = None) -> Path:
+    explicit = os.environ.get("NBDEPLOY_HOME")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / ".nbdeploy"
+        if candidate.is_dir():
+            return candidate
+    return here / ".nbdeploy"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The settings of this process, read once (``reset()`` re-reads them)."""
+    home = resolve_home()
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or _env("TRACKING_URI", "")
+    return Settings(
+        home=home,
+        tracking_uri=tracking or f"sqlite:///{home / 'mlflow.db'}",
+        artifact_root=_env("ARTIFACT_ROOT", (home / "artifacts").as_uri()),
+        audit_db=Path(_env("AUDIT_DB", str(home / "audit.db"))).expanduser().resolve(),
+        experiment=_env("EXPERIMENT", "nbdeploy"),
+        max_body_bytes=int(_number("MAX_BODY_BYTES", 64 * 1024 * 1024, int)),
+        max_rows=int(_number("MAX_ROWS", 1_000_000, int)),
+        alias_poll_s=_number("ALIAS_POLL_S", 1.0),
+        start_timeout_s=_number("START_TIMEOUT_S", 60.0),
+        score_chunk_rows=int(_number("SCORE_CHUNK_ROWS", 50_000, int)),
+        user=_env("USER", "") or _user(),
+        session_notebook=os.environ.get("JPY_SESSION_NAME") or None,
+        job_run_id=_env("JOB_RUN_ID", "") or None,
+        token=_env("TOKEN", "") or None,
+        trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
+    )
+
+
+def reset() -> None:
+    """Forget the cached settings (tests, or after changing the environment)."""
+    settings.cache_clear()
+
+
+def ensure_home() -> Path:
+    home = settings().home
+    home.mkdir(parents=True, exist_ok=True)
+    settings().deployments_dir.mkdir(exist_ok=True)
+    return home
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: this one, with the home pinned."""
+    env = dict(os.environ)
+    env["NBDEPLOY_HOME"] = str(settings().home)
+    env["NBDEPLOY_TRACKING_URI"] = settings().tracking_uri
+    env.update(extra)
+    return env

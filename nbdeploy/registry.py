@@ -1,0 +1,423 @@
+"""The model registry on MLflow: register, resolve, promote, roll back, history.
+
+This is the only module that talks to MLflow's client. It uses an ``MlflowClient``
+bound to nbdeploy's tracking URI and never touches the user's global MLflow state
+(no fluent API, no active run). A version's files are hashed at registration and
+the manifest's hash is stored as a version tag: :func:`fetch_model` refuses to hand
+out files that no longer match, before anything is deserialized.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbdeploy import config, lineage
+from nbdeploy.exceptions import (
+    IntegrityError,
+    ModelNotFoundError,
+    PromotionError,
+    RegistryError,
+    SignatureError,
+)
+from nbdeploy.models import ModelVersion
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+TAG = "nbdeploy."
+MANIFEST = "nbdeploy.manifest.json"
+METADATA = "nbdeploy.json"
+PROFILE = "profile.json"
+_REF = re.compile(r"^(?:models:/)?(?P<name>[^@]+?)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
+
+
+# -- client -------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _client_for(uri: str) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def client() -> MlflowClient:
+    config.ensure_home()
+    return _client_for(config.settings().tracking_uri)
+
+
+def _experiment_id() -> str:
+    s = config.settings()
+    c = client()
+    experiment = c.get_experiment_by_name(s.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    try:  # the artifact root is explicit: MLflow would otherwise use ./mlruns of this process
+        return str(c.create_experiment(s.experiment, artifact_location=s.artifact_root))
+    except Exception:  # created concurrently by another process
+        experiment = c.get_experiment_by_name(s.experiment)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+# -- refs -----------------------------------------------------------------------
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """``name@alias``, ``name/version``, ``models:/name@alias`` or ``models:/name/version``."""
+    match = _REF.match(ref.strip()) if isinstance(ref, str) else None
+    if match is None:
+        raise ModelNotFoundError(
+            f"{ref!r} is not a model ref; write name@alias (churn@champion), name/version "
+            "(churn/3) or an MLflow URI (models:/churn@champion)", ref=str(ref))
+    version = match["version"]
+    return match["name"], int(version) if version else None, match["alias"]
+
+
+def resolve(ref: str | ModelVersion) -> ModelVersion:
+    """The registered version a ref points at now."""
+    if isinstance(ref, ModelVersion):
+        ref = ref.ref
+    name, version, alias = parse_ref(ref)
+    c = client()
+    try:
+        if alias is not None:
+            mv = c.get_model_version_by_alias(name, alias)
+        else:
+            mv = c.get_model_version(name, str(version))
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+            raise RegistryError(f"the registry could not resolve {ref!r}: {exc}") from exc
+        raise ModelNotFoundError(_not_found(name, version, alias), ref=ref) from None
+    return _version(mv)
+
+
+def _not_found(name: str, version: int | None, alias: str | None) -> str:
+    c = client()
+    try:
+        model = c.get_registered_model(name)
+    except Exception:
+        return f"no registered model named {name!r}; register one with nd.register(model, {name!r}, X, y)"
+    if alias is not None:
+        known = ", ".join(sorted(model.aliases)) or "none yet"
+        return (f"{name!r} has no alias {alias!r} (aliases: {known}); "
+                f"set it with nd.promote('{name}/<version>', to={alias!r})")
+    latest = max((int(v.version) for v in c.search_model_versions(f"name='{name}'")), default=0)
+    return f"{name!r} has no version {version} (latest is {latest})"
+
+
+def _version(mv: Any) -> ModelVersion:
+    tags = dict(mv.tags or {})
+    passed = tags.get(TAG + "test.passed")
+    return ModelVersion(
+        name=mv.name,
+        version=int(mv.version),
+        run_id=mv.run_id or "",
+        aliases=tuple(sorted(getattr(mv, "aliases", None) or ())),
+        description=mv.description or "",
+        created=float(mv.creation_timestamp or 0) / 1000.0,
+        flavor=tags.get(TAG + "flavor", ""),
+        task=tags.get(TAG + "task", ""),
+        fingerprint=tags.get(TAG + "fingerprint", ""),
+        test_passed=None if passed is None else passed == "true",
+        source=mv.source or "",
+    )
+
+
+def versions(name: str) -> list[ModelVersion]:
+    found = client().search_model_versions(f"name='{name}'")
+    return sorted((_version(v) for v in found), key=lambda v: v.version)
+
+
+def model_names() -> list[str]:
+    return sorted(m.name for m in client().search_registered_models())
+
+
+# -- register -------------------------------------------------------------------
+
+
+def register(model: Any, name: str, X: Any = None, y: Any = None, *, alias: str | None = None,
+             description: str | None = None, tags: dict[str, str] | None = None) -> ModelVersion:
+    """Log ``model`` to MLflow and register a new version of ``name``.
+
+    nbdeploy builds the signature from ``X`` (serving enforces it, so there is no
+    registering without one), stores an input example, the training-data profile
+    and fingerprint, sha256 hashes of every artifact, and lineage.
+    """
+    from nbdeploy import flavors, profiling
+    from nbdeploy.schema import Schema, as_frame
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise RegistryError(f"{name!r} is not a usable model name; use letters, digits, "
+                            "'_', '-' and '.' (e.g. 'churn')")
+    if X is None:
+        raise SignatureError("nd.register needs the training features X to build the "
+                             "signature that serving enforces: nd.register(model, name, X, y)")
+    schema = Schema.infer(X)
+    frame = as_frame(X, schema.names)
+    flavor = flavors.detect(model)
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
+        path = Path(tmp) / "model"
+        flavors.save(model, flavor, path, schema, frame.head(5))
+        predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path)
+        metadata = {
+            "format": 1, "name": name, "flavor": flavor,
+            **flavors.describe(model, flavor, y, predictions),
+            "schema": schema.to_dict(),
+            "example": _example(frame),
+            "fingerprint": profiling.fingerprint(X, y),
+            "lineage": lineage.collect(),
+        }
+        _write_json(path / METADATA, metadata)
+        profile = profiling.build_profile(frame, predictions, scores)
+        (path / PROFILE).write_bytes(_dumps(profile))
+        manifest_sha = _write_manifest(path)
+        mv = _log_and_register(name, path, metadata, manifest_sha, description, tags or {})
+    if alias:
+        _move_alias(mv, alias, action="register", reason="set at registration")
+    return resolve(f"{name}/{mv.version}")
+
+
+def _example(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    head = frame.head(5)
+    return {str(c): [None if v is None or v != v else v for v in head[c].tolist()]
+            for c in head.columns}
+
+
+def _log_and_register(name: str, path: Path, metadata: dict[str, Any], manifest_sha: str,
+                      description: str | None, user_tags: dict[str, str]) -> ModelVersion:
+    c = client()
+    lin = metadata["lineage"]
+    run_tags = {
+        "mlflow.user": lin["user"], "mlflow.runName": f"register-{name}",
+        "mlflow.source.name": lin.get("notebook") or lin.get("script") or "",
+        TAG + "kind": "register", TAG + "fingerprint": metadata["fingerprint"],
+        TAG + "manifest_sha256": manifest_sha,
+    }
+    if lin.get("git_commit"):
+        run_tags["mlflow.source.git.commit"] = lin["git_commit"]
+    if lin.get("job_run_id"):
+        run_tags[TAG + "job_run_id"] = lin["job_run_id"]
+    run = c.create_run(_experiment_id(), tags=run_tags)
+    run_id = run.info.run_id
+    try:
+        c.log_artifacts(run_id, str(path), "model")
+        for key, value in list(metadata.get("params", {}).items())[:100]:
+            c.log_param(run_id, key, str(value)[:500])
+        c.set_terminated(run_id)
+    except Exception as exc:
+        c.set_terminated(run_id, status="FAILED")
+        raise RegistryError(f"could not store the model artifacts: {exc}") from exc
+    try:
+        c.create_registered_model(name)
+    except Exception as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+            raise RegistryError(f"could not create registered model {name!r}: {exc}") from exc
+    version_tags = {
+        TAG + "manifest_sha256": manifest_sha, TAG + "flavor": metadata["flavor"],
+        TAG + "task": metadata["task"], TAG + "fingerprint": metadata["fingerprint"],
+        TAG + "notebook": lin.get("notebook") or "", TAG + "git_commit": lin.get("git_commit") or "",
+        **{str(k): str(v) for k, v in user_tags.items()},
+    }
+    source = f"{run.info.artifact_uri.rstrip('/')}/model"
+    mv = c.create_model_version(name, source=source, run_id=run_id, tags=version_tags,
+                                description=description)
+    return _version(mv)
+
+
+# -- artifacts and trust -----------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(path: Path) -> str:
+    files = {p.relative_to(path).as_posix(): _sha256(p)
+             for p in sorted(path.rglob("*")) if p.is_file()}
+    _write_json(path / MANIFEST, {"sha256": files})
+    return _sha256(path / MANIFEST)
+
+
+def verify(path: Path, manifest_sha: str | None, *, what: str) -> None:
+    """Raise ``IntegrityError`` unless every file under ``path`` matches the manifest."""
+    if not manifest_sha:
+        raise IntegrityError(
+            f"{what} was not registered by nbdeploy (no recorded artifact hashes), so it "
+            "is not trusted; re-register it with nd.register, or opt in with "
+            "trust_unverified=True (NBDEPLOY_TRUST_UNVERIFIED=1) if you trust its source")
+    manifest = path / MANIFEST
+    if not manifest.is_file() or _sha256(manifest) != manifest_sha:
+        raise IntegrityError(f"the artifact manifest of {what} was changed after registration; "
+                             "refusing to load it")
+    expected = json.loads(manifest.read_text())["sha256"]
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    present.discard(MANIFEST)
+    if present != set(expected):
+        raise IntegrityError(f"files of {what} were added or removed after registration; "
+                             "refusing to load it")
+    for rel, sha in expected.items():
+        if _sha256(path / rel) != sha:
+            raise IntegrityError(f"{rel} of {what} does not match its registered sha256; "
+                                 "refusing to load it")
+
+
+def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
+    """A verified local copy of the version's model folder."""
+    import mlflow.artifacts
+
+    what = f"{mv.name}/{mv.version}"
+    tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
+    manifest_sha = tags.get(TAG + "manifest_sha256")
+    target = config.settings().cache_dir / "models" / mv.name / str(mv.version)
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=mv.source, dst_path=str(staging),
+                tracking_uri=config.settings().tracking_uri)
+            Path(local).rename(staging / "model") if Path(local) != staging / "model" else None
+            try:
+                (staging / "model").rename(target)
+            except OSError:  # another process fetched it first
+                pass
+        except Exception as exc:
+            raise RegistryError(f"could not download the artifacts of {what}: {exc}") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if manifest_sha or not (trust_unverified or config.settings().trust_unverified):
+        verify(target, manifest_sha, what=what)
+    return target
+
+
+def read_json(path: Path, name: str) -> dict[str, Any]:
+    return json.loads((path / name).read_text())
+
+
+def load_profile(ref: str | ModelVersion) -> dict[str, Any]:
+    """The reference profile stored when the version was registered."""
+    mv = resolve(ref)
+    return read_json(fetch_model(mv), PROFILE)
+
+
+# -- aliases and history --------------------------------------------------------------
+
+
+def record_test(mv: ModelVersion, passed: bool, summary: dict[str, Any]) -> None:
+    c = client()
+    c.set_model_version_tag(mv.name, str(mv.version), TAG + "test.passed", str(passed).lower())
+    c.set_model_version_tag(mv.name, str(mv.version), TAG + "test.report",
+                            json.dumps(summary, default=str)[:4900])
+
+
+def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
+    tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
+    raw = tags.get(TAG + "test.report")
+    return json.loads(raw) if raw else None
+
+
+def alias_holder(name: str, alias: str) -> int | None:
+    try:
+        return int(client().get_model_version_by_alias(name, alias).version)
+    except Exception:
+        return None
+
+
+def promote(ref: str | ModelVersion, to: str = "champion", *, force: bool = False,
+            reason: str | None = None) -> ModelVersion:
+    """Move alias ``to`` onto the version ``ref`` names, if its last ``nd.test`` passed."""
+    mv = resolve(ref)
+    if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or to.lower() == "latest":
+        raise PromotionError(f"{to!r} is not a usable alias; use a word like 'champion'")
+    if not force and mv.test_passed is not True:
+        state = "never tested" if mv.test_passed is None else "failed its last nd.test"
+        raise PromotionError(f"{mv.name}/{mv.version} {state}; run nd.test on it first, or "
+                             "pass force=True to promote it anyway")
+    _move_alias(mv, to, action="promote", reason=reason or ("forced" if force else "test passed"))
+    return resolve(f"{mv.name}/{mv.version}")
+
+
+def rollback(name: str, alias: str = "champion") -> ModelVersion:
+    """Move ``alias`` back to the version that held it before the current holder."""
+    parse_ref(f"{name}@{alias}")
+    events = [e for e in _history_events(name) if e["alias"] == alias]
+    stack: list[int] = []
+    for event in events:
+        if event["action"] == "rollback":
+            if stack:
+                stack.pop()
+        elif event["from_version"] is not None:
+            stack.append(int(event["from_version"]))
+    current = alias_holder(name, alias)
+    while stack and stack[-1] == current:
+        stack.pop()
+    if not stack:
+        raise PromotionError(f"{name}@{alias} has no earlier holder to roll back to "
+                             f"(see nd.history({name!r}))")
+    mv = resolve(f"{name}/{stack[-1]}")
+    _move_alias(mv, alias, action="rollback", reason=f"rollback from version {current}")
+    return resolve(f"{name}/{mv.version}")
+
+
+def _move_alias(mv: ModelVersion, alias: str, *, action: str, reason: str) -> None:
+    c = client()
+    previous = alias_holder(mv.name, alias)
+    if previous == mv.version:
+        return
+    c.set_registered_model_alias(mv.name, alias, str(mv.version))
+    event = {"time": time.time(), "alias": alias, "from_version": previous,
+             "to_version": mv.version, "user": config.settings().user, "reason": reason,
+             "action": action}
+    key = f"{TAG}history.{time.time_ns():020d}.{uuid.uuid4().hex[:6]}"
+    c.set_registered_model_tag(mv.name, key, json.dumps(event))
+
+
+def _history_events(name: str) -> list[dict[str, Any]]:
+    try:
+        tags = client().get_registered_model(name).tags or {}
+    except Exception:
+        raise ModelNotFoundError(f"no registered model named {name!r}", ref=name) from None
+    keys = sorted(k for k in tags if k.startswith(TAG + "history."))
+    return [json.loads(tags[k]) for k in keys]
+
+
+def history(name: str) -> pd.DataFrame:
+    """Every alias move of ``name``, oldest first."""
+    import pandas as pd
+
+    events = _history_events(name)
+    frame = pd.DataFrame(events, columns=["time", "alias", "from_version", "to_version", "user",
+                                          "reason", "action"])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+    for col in ("from_version", "to_version"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_bytes(_dumps(obj))

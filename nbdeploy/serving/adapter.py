@@ -1,0 +1,128 @@
+"""A loaded, verified model version with one fast ``predict``.
+
+scikit-learn models are loaded natively (``predict_proba`` and classes are
+needed for scores, thresholds and explanations; pyfunc costs about twice the
+per-row time). When the schema is all-numeric and the estimator gives identical
+results on a bare float matrix, requests skip building a DataFrame entirely;
+the warm-up checks that equality on the stored example before serving.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nbdeploy import lineage, registry
+from nbdeploy.flavors import as_vector
+from nbdeploy.models import ModelVersion
+from nbdeploy.schema import Schema
+
+#: Final estimators whose ``predict`` is exactly ``classes_[argmax(predict_proba)]``:
+#: for them one ``predict_proba`` call gives both outputs (half the work per batch).
+_ARGMAX_EXACT = {"LogisticRegression", "RandomForestClassifier", "ExtraTreesClassifier",
+                 "DecisionTreeClassifier", "ExtraTreeClassifier", "GradientBoostingClassifier",
+                 "HistGradientBoostingClassifier", "GaussianNB", "MultinomialNB"}
+
+# sklearn warns on every call when a frame-fitted estimator gets an array; the
+# warm-up proves the array path gives identical results before it is used.
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+
+@dataclass
+class Output:
+    predictions: np.ndarray
+    proba: np.ndarray | None = None
+
+
+class LoadedModel:
+    """One version, ready to predict; immutable once warmed up."""
+
+    def __init__(self, mv: ModelVersion, path: Path, *, alias: str | None = None) -> None:
+        self.version = mv
+        self.alias = alias
+        self.meta = registry.read_json(path, registry.METADATA)
+        self.schema = Schema.from_dict(self.meta["schema"])
+        self.classes: list[Any] | None = self.meta.get("classes")
+        self.flavor = self.meta["flavor"]
+        self.warnings = [f"{name} {then} at registration, {now} here"
+                         for name, (then, now) in lineage.mismatches(
+                             self.meta["lineage"]["packages"]).items()]
+        if self.flavor == "sklearn":
+            import mlflow.sklearn
+
+            self.model = mlflow.sklearn.load_model(str(path))
+            self.has_proba = hasattr(self.model, "predict_proba") and self.classes is not None
+            final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
+            self.argmax = self.has_proba and type(final).__name__ in _ARGMAX_EXACT
+            self.classes_array = np.asarray(getattr(self.model, "classes_", []))
+        else:
+            import mlflow.pyfunc
+
+            self.model = mlflow.pyfunc.load_model(str(path))
+            self.has_proba = self.argmax = False
+        self.matrix_ok = False
+        self._warm_up()
+
+    @property
+    def name(self) -> str:
+        return self.version.name
+
+    def _warm_up(self) -> None:
+        example = self.schema.from_columns(self.meta["example"])
+        if self.argmax:  # prove the shortcut on the example before relying on it
+            plain = np.asarray(self.model.predict(self.features(example)))
+            self.argmax = np.array_equal(plain, self.predict(example).predictions)
+        reference = self.predict(example)
+        if self.flavor == "sklearn" and self.schema.numeric:
+            matrix = np.column_stack([np.asarray(example[c], dtype=np.float64)
+                                      for c in self.schema.names])
+            self.matrix_ok = True
+            try:
+                fast = self.predict(matrix)
+                self.matrix_ok = np.array_equal(fast.predictions, reference.predictions) and (
+                    fast.proba is None or np.allclose(fast.proba, reference.proba,
+                                                      rtol=0, atol=0))
+            except Exception:
+                self.matrix_ok = False
+
+    def frame(self, inputs: np.ndarray | dict[str, Any]) -> Any:
+        import pandas as pd
+
+        if isinstance(inputs, np.ndarray):
+            return pd.DataFrame(inputs, columns=self.schema.names)
+        return pd.DataFrame(inputs, columns=self.schema.names)
+
+    def features(self, inputs: np.ndarray | dict[str, Any]) -> Any:
+        """What the model's predict takes: a float matrix when proven equal, else a frame."""
+        if isinstance(inputs, np.ndarray) and (self.matrix_ok or self.schema.positional):
+            return inputs
+        if self.schema.positional:
+            return np.column_stack([inputs[c] for c in self.schema.names])
+        return self.frame(inputs)
+
+    def predict(self, inputs: np.ndarray | dict[str, Any]) -> Output:
+        features = self.features(inputs)
+        if self.flavor == "sklearn":
+            if self.argmax:
+                proba = np.asarray(self.model.predict_proba(features))
+                return Output(self.classes_array[proba.argmax(axis=1)], proba)
+            predictions = np.asarray(self.model.predict(features))
+            proba = np.asarray(self.model.predict_proba(features)) if self.has_proba else None
+            return Output(predictions, proba)
+        if isinstance(features, np.ndarray):
+            features = self.frame(features)
+        return Output(as_vector(self.model.predict(features)))
+
+
+def load(ref: str | ModelVersion, *, trust_unverified: bool = False) -> LoadedModel:
+    """Resolve, fetch, verify the hashes of, load and warm up a model version."""
+    mv = registry.resolve(ref)
+    alias = None
+    if isinstance(ref, str):
+        _, _, alias = registry.parse_ref(ref)
+    path = registry.fetch_model(mv, trust_unverified=trust_unverified)
+    return LoadedModel(mv, path, alias=alias)

@@ -1,0 +1,262 @@
+"""The HTTP face of a deployment: a small ASGI app, no framework.
+
+A framework's routing, request objects and validation layers cost more than the
+predict itself for single rows, so this app reads the body, parses it with
+orjson and hands column arrays straight to the batcher. Bad input gets a JSON
+error with a code and a message that names the column but never echoes values;
+it is counted (without payload) and never reaches the log or the model.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+
+from nbdeploy.auditlog import AuditLog
+from nbdeploy.exceptions import AuditLogError, SchemaError
+from nbdeploy.serving import wire
+from nbdeploy.serving.batching import AliasFollower, Predictor
+from nbdeploy.serving.metrics import Metrics
+
+_JSON = [(b"content-type", b"application/json")]
+_OPEN = {"/health", "/ping", "/v2/health/live"}
+_STATUS = {"bad_request": 400, "unauthorized": 401, "not_found": 404,
+           "method_not_allowed": 405, "payload_too_large": 413,
+           "unsupported_media_type": 415, "schema_violation": 422, "unavailable": 503}
+
+
+class HttpError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, _STATUS[code]
+
+
+class App:
+    """ASGI application serving one deployment."""
+
+    def __init__(self, predictor: Predictor, *, token: str | None = None,
+                 follower: AliasFollower | None = None, max_body_bytes: int,
+                 max_rows: int, ref: str = "") -> None:
+        self.predictor = predictor
+        self.token = f"Bearer {token}".encode() if token else None
+        self.follower = follower
+        self.max_body, self.max_rows = max_body_bytes, max_rows
+        self.ref = ref
+        self.metrics = Metrics()
+        self.started = time.time()
+        self.log: AuditLog = predictor.log
+
+    @property
+    def model(self) -> Any:
+        return self.predictor.current
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        oip = path.startswith("/v2/")
+        try:
+            if self.token is not None and path not in _OPEN:
+                self._authenticate(scope)
+            status, body, headers = await self._route(scope, receive, path, started)
+        except HttpError as exc:
+            status, headers = exc.status, _JSON
+            body = orjson.dumps({"error": exc.message} if oip else
+                                {"error": {"code": exc.code, "message": exc.message}})
+            self.metrics.rejected(exc.code)
+            if path in ("/invocations", "/feedback") or oip:
+                self.log.reject(self.predictor.deployment, self.model.name, exc.code, exc.status)
+        except Exception as exc:  # a bug must not take the server down or leak details
+            print(f"nbdeploy: internal error on {path}: {type(exc).__name__}: {exc}", flush=True)
+            status, headers = 500, _JSON
+            body = orjson.dumps({"error": {"code": "internal", "message": "internal error; "
+                                           "see the deployment log"}})
+        self.metrics.observe(path, status, time.perf_counter() - started)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _authenticate(self, scope: dict[str, Any]) -> None:
+        for key, value in scope["headers"]:
+            if key == b"authorization" and hmac.compare_digest(value, self.token or b""):
+                return
+        raise HttpError("unauthorized", "missing or wrong bearer token; send "
+                        "'Authorization: Bearer <token>'")
+
+    async def _route(self, scope: dict[str, Any], receive: Any, path: str,
+                     started: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        method = scope["method"]
+        if path == "/invocations":
+            _allow(method, "POST")
+            return await self._invocations(scope, receive, started)
+        if path in ("/health", "/ping", "/v2/health/live", "/v2/health/ready"):
+            return 200, orjson.dumps({"status": "ready"}), _JSON
+        if path == "/metrics":
+            text = self.metrics.render(self.model, self.predictor.stats)
+            return 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")]
+        if path == "/info":
+            return 200, orjson.dumps(self.info()), _JSON
+        if path == "/feedback":
+            _allow(method, "POST")
+            return await self._feedback(scope, receive)
+        if path.startswith("/v2/models/"):
+            return await self._oip(scope, receive, path, started)
+        raise HttpError("not_found", f"no route {path}; see /invocations, /v2/models/"
+                        f"{self.model.name}/infer, /health, /metrics")
+
+    def info(self) -> dict[str, Any]:
+        model = self.model
+        counts = self.metrics.counts()
+        return {"status": "ready", "deployment": self.predictor.deployment, "ref": self.ref,
+                "model_name": model.name, "model_version": model.version.version,
+                "alias": model.alias, "pid": os.getpid(), "started": self.started,
+                "requests": counts["requests"], "rejected": counts["rejected"],
+                "predictions": self.predictor.stats["predictions"],
+                "warnings": model.warnings + ([f"alias follow: {self.follower.last_error}"]
+                                              if self.follower and self.follower.last_error
+                                              else [])}
+
+    async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                raise HttpError("payload_too_large", f"the body is over {self.max_body} bytes; "
+                                "score large data with nd.score instead")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise HttpError("payload_too_large", f"the body is over {self.max_body} bytes; "
+                                "score large data with nd.score instead")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    async def _invocations(self, scope: dict[str, Any], receive: Any,
+                           started: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        kind = _content_type(scope)
+        if kind not in ("application/json", "text/csv", ""):
+            raise HttpError("unsupported_media_type", f"content type {kind[:60]!r} is not "
+                            "supported; send application/json or text/csv")
+        body = await self._body(scope, receive)
+        schema = self.model.schema
+        try:
+            if kind == "text/csv":
+                inputs = wire.from_csv(schema, body)
+            else:
+                inputs = wire.from_mlflow_json(schema, parse_json(body))
+        except SchemaError as exc:
+            raise HttpError(exc.code, str(exc)) from None
+        n = _rows(inputs)
+        if n > self.max_rows:
+            raise HttpError("payload_too_large", f"{n} rows is over the limit of {self.max_rows}"
+                            " per request; score large data with nd.score instead")
+        answer = await self._submit(inputs, n, started, scope)
+        out: dict[str, Any] = {"predictions": answer.predictions,
+                               "prediction_ids": answer.prediction_ids,
+                               "model_version": str(answer.version)}
+        return 200, orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), _JSON
+
+    async def _submit(self, inputs: Any, n: int, started: float, scope: dict[str, Any]) -> Any:
+        try:
+            return await self.predictor.submit(inputs, n, started)
+        except SchemaError as exc:
+            raise HttpError(exc.code, str(exc)) from None
+        except AuditLogError:
+            raise HttpError("unavailable", "the audit log cannot be written, so no prediction "
+                            "was made; retry later") from None
+
+    async def _feedback(self, scope: dict[str, Any],
+                        receive: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        data = parse_json(await self._body(scope, receive))
+        if not isinstance(data, dict) or set(data) != {"prediction_ids", "labels"}:
+            raise HttpError("bad_request", 'send {"prediction_ids": [...], "labels": [...]}')
+        ids, labels = data["prediction_ids"], data["labels"]
+        if not isinstance(ids, list) or not isinstance(labels, list):
+            raise HttpError("bad_request", "prediction_ids and labels must be lists")
+        try:
+            recorded = self.log.add_feedback(self.model.name, [str(i) for i in ids], labels,
+                                             source="http")
+        except AuditLogError as exc:
+            raise HttpError("schema_violation", str(exc)) from None
+        return 200, orjson.dumps({"recorded": recorded}), _JSON
+
+    async def _oip(self, scope: dict[str, Any], receive: Any, path: str,
+                   started: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        parts = path.strip("/").split("/")  # v2 models NAME [versions V] [infer|ready]
+        model = self.model
+        if len(parts) < 3 or parts[2] not in (model.name, self.predictor.deployment):
+            raise HttpError("not_found", f"model {parts[2] if len(parts) > 2 else ''!r} is "
+                            f"not served here; this server serves {model.name!r}")
+        action = parts[-1] if len(parts) in (4, 6) else ""
+        if action == "ready":
+            return 200, orjson.dumps({"name": model.name, "ready": True}), _JSON
+        if action != "infer":
+            return 200, orjson.dumps(wire.oip_metadata(model)), _JSON
+        _allow(scope["method"], "POST")
+        if _content_type(scope) not in ("application/json", ""):
+            raise HttpError("unsupported_media_type", "send application/json")
+        data = parse_json(await self._body(scope, receive))
+        try:
+            inputs = wire.from_oip(model.schema, data)
+        except SchemaError as exc:
+            raise HttpError(exc.code, str(exc)) from None
+        n = _rows(inputs)
+        if n > self.max_rows:
+            raise HttpError("payload_too_large", f"{n} rows is over the limit of {self.max_rows}")
+        answer = await self._submit(inputs, n, started, scope)
+        request_id = data.get("id") if isinstance(data.get("id"), str) else None
+        return 200, orjson.dumps(wire.oip_response(model.name, answer, request_id),
+                                 option=orjson.OPT_SERIALIZE_NUMPY), _JSON
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson first; MLflow's client sends NaN/Infinity tokens, which only json takes."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise HttpError("bad_request", "the JSON is nested too deeply") from None
+        if b"NaN" not in body and b"Infinity" not in body:
+            raise HttpError("bad_request", "the body is not valid JSON") from None
+    try:
+        data = json.loads(body)
+        orjson.dumps(data)  # refuses lone surrogates, which SQLite would refuse later
+    except RecursionError:
+        raise HttpError("bad_request", "the JSON is nested too deeply") from None
+    except (ValueError, TypeError, orjson.JSONEncodeError):
+        raise HttpError("bad_request", "the body is not valid JSON") from None
+    return data
+
+
+def _content_type(scope: dict[str, Any]) -> str:
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return value.split(b";")[0].strip().lower().decode("latin-1")
+    return ""
+
+
+def _allow(method: str, expected: str) -> None:
+    if method != expected:
+        raise HttpError("method_not_allowed", f"use {expected} on this route")
+
+
+def _rows(inputs: Any) -> int:
+    if isinstance(inputs, np.ndarray):
+        return int(inputs.shape[0])
+    return len(next(iter(inputs.values())))

@@ -1,0 +1,77 @@
+"""What ``Deployment`` calls: a small HTTP client on the standard library."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from nbdeploy.exceptions import DeploymentError, SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbdeploy.models import Deployment
+
+
+def _call(url: str, body: bytes | None = None, token: str | None = None,
+          timeout: float = 60.0) -> Any:
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            error = orjson.loads(exc.read())["error"]
+        except Exception:
+            error = {"code": str(exc.code), "message": exc.reason}
+        if isinstance(error, dict) and error.get("code") in ("schema_violation", "bad_request"):
+            raise SchemaError(error["message"], code=error["code"]) from None
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise DeploymentError(f"the server answered {exc.code}: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeploymentError(f"cannot reach the server at {url}: {exc}; is it running? "
+                              "(see nd.deployments())") from None
+
+
+def health(url: str) -> bool:
+    try:
+        return _call(url + "/health", timeout=2.0).get("status") == "ready"
+    except DeploymentError:
+        return False
+
+
+def status(dep: Deployment) -> dict[str, Any]:
+    try:
+        info: dict[str, Any] = _call(dep.url + "/info", token=dep.token, timeout=5.0)
+        return info
+    except DeploymentError as exc:
+        return {"status": "unreachable", "error": str(exc)}
+
+
+def split_payload(X: Any) -> bytes:
+    """A DataFrame (or array) as MLflow's ``dataframe_split``; missing values as null."""
+    import pandas as pd
+
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+    values = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+    split: dict[str, Any] = {"data": values}
+    if isinstance(X, pd.DataFrame):  # arrays go positionally, as they were trained
+        split["columns"] = [str(c) for c in frame.columns]
+    return orjson.dumps({"dataframe_split": split})
+
+
+def predict(dep: Deployment, X: Any) -> pd.DataFrame:
+    import pandas as pd
+
+    answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    index = X.index if isinstance(X, pd.DataFrame) else None
+    return pd.DataFrame({"prediction": answer["predictions"],
+                         "prediction_id": answer["prediction_ids"],
+                         "model_version": int(answer["model_version"])}, index=index)

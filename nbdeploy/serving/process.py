@@ -1,0 +1,231 @@
+"""Start, find and stop model servers.
+
+``nd.serve`` starts ``nbdeploy serve`` as a child in its own session, so a kernel
+interrupt or restart does not kill it. The server loads and warms up its model,
+binds its port itself (port 0 picks a free one), then writes
+``$NBDEPLOY_HOME/deployments/<name>.json``: that file is how ``nd.serve`` learns
+the real port, and how ``nd.deployments()`` finds servers again after a restart.
+Output goes to ``<name>.log`` next to it; a failed start shows its last lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbdeploy import config
+from nbdeploy.exceptions import DeploymentError, NbdeployError
+from nbdeploy.models import Deployment
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_children: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def _state_path(name: str) -> Path:
+    return config.settings().deployments_dir / f"{name}.json"
+
+
+def _read_state(name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(_state_path(name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap our own exited children
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return stat.split(") ")[-1][:1] != "Z" and b"nbdeploy" in cmdline
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no server output)"
+    return "\n".join(text[-lines:])
+
+
+def serve(ref: str, *, name: str | None = None, port: int = 0, host: str = "127.0.0.1",
+          token: str | None = None, shadow: Any = (), split: Any = None,
+          threshold: float | None = None, fallback: Any = None,
+          trust_unverified: bool = False) -> Deployment:
+    """Start a model server in the background and wait until it answers."""
+    from nbdeploy import registry
+
+    if shadow or split or threshold is not None or fallback is not None:
+        raise NbdeployError("shadow, split, threshold and fallback are not available yet in "
+                            "this version of nbdeploy; serve the champion alone for now")
+    mv = registry.resolve(ref)  # a wrong ref fails here, in the notebook, not in a child
+    name = name or mv.name
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise DeploymentError(f"{name!r} is not a usable deployment name")
+    existing = _read_state(name)
+    if existing and _alive(existing["pid"]):
+        raise DeploymentError(f"deployment {name!r} is already running at {existing['url']}; "
+                              f"stop it with nd.stop({name!r}) or pass another name=")
+    config.ensure_home()
+    state, log_path = _state_path(name), config.settings().deployments_dir / f"{name}.log"
+    state.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "nbdeploy.cli", "serve", ref, "--name", name,
+               "--host", host, "--port", str(port)]
+    if trust_unverified:
+        command.append("--trust-unverified")
+    env = config.child_env(NBDEPLOY_TOKEN=token or "")
+    with log_path.open("wb") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    _children[name] = child
+    deadline = time.monotonic() + config.settings().start_timeout_s
+    while time.monotonic() < deadline:
+        info = _read_state(name)
+        if info and info.get("pid") == child.pid:
+            return Deployment(name=name, ref=ref, url=info["url"], pid=child.pid,
+                              version=info.get("version"), token=token)
+        if child.poll() is not None:
+            raise DeploymentError(f"the server for {ref} did not start:\n{_tail(log_path)}")
+        time.sleep(0.02)
+    _kill(child.pid)
+    raise DeploymentError(f"the server for {ref} did not answer within "
+                          f"{config.settings().start_timeout_s:.0f} s:\n{_tail(log_path)}")
+
+
+def stop(name: str | None = None, *, all: bool = False) -> list[str]:
+    """Stop one deployment (or every one with ``all=True``); returns the names stopped."""
+    names = [p.stem for p in config.settings().deployments_dir.glob("*.json")] if all else [name]
+    if not all and (name is None or _read_state(name) is None):
+        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+    stopped = []
+    for each in names:
+        info = _read_state(str(each))
+        if info is None:
+            continue
+        if _alive(info["pid"]):
+            _kill(info["pid"])
+        _state_path(str(each)).unlink(missing_ok=True)
+        stopped.append(str(each))
+    return stopped
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def deployments() -> pd.DataFrame:
+    """Every deployment this home knows: name, ref, version, url, pid, status."""
+    import pandas as pd
+
+    from nbdeploy.serving import client
+
+    rows = []
+    for path in sorted(config.settings().deployments_dir.glob("*.json")):
+        info = _read_state(path.stem)
+        if info is None:
+            continue
+        status, version = "dead", info.get("version")
+        if _alive(info["pid"]):
+            probe = client.health(info["url"])
+            status = "running" if probe else "unresponsive"
+        rows.append({"name": info["name"], "ref": info["ref"], "version": version,
+                     "url": info["url"], "pid": info["pid"], "status": status})
+    return pd.DataFrame(rows, columns=["name", "ref", "version", "url", "pid", "status"])
+
+
+def deployment(name: str) -> Deployment:
+    info = _read_state(name)
+    if info is None:
+        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+    return Deployment(name=name, ref=info["ref"], url=info["url"], pid=info["pid"],
+                      version=info.get("version"), token=config.settings().token)
+
+
+def run(ref: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0,
+        token: str | None = None, trust_unverified: bool = False) -> None:
+    """Serve ``ref`` in the foreground until interrupted (``nbdeploy serve``)."""
+    import uvicorn
+
+    from nbdeploy import registry
+    from nbdeploy.auditlog import AuditLog
+    from nbdeploy.serving.adapter import load
+    from nbdeploy.serving.app import App
+    from nbdeploy.serving.batching import AliasFollower, Predictor
+
+    s = config.settings()
+    model = load(ref, trust_unverified=trust_unverified)
+    name = name or model.name
+    for warning in model.warnings:
+        print(f"nbdeploy: package mismatch: {warning}", flush=True)
+    predictor = Predictor(name, model, AuditLog())
+    _, _, alias = registry.parse_ref(ref)
+    follower = None
+    if alias:
+        follower = AliasFollower(predictor, model.name, alias, s.alias_poll_s, trust_unverified)
+        follower.start()
+    app = App(predictor, token=token if token is not None else s.token, follower=follower,
+              max_body_bytes=s.max_body_bytes, max_rows=s.max_rows, ref=ref)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise DeploymentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    real_port = sock.getsockname()[1]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
+    config.ensure_home()
+    state = {"name": name, "ref": ref, "url": url, "pid": os.getpid(), "host": host,
+             "port": real_port, "version": model.version.version, "started": time.time(),
+             "log": str(s.deployments_dir / f"{name}.log")}
+    tmp = _state_path(name).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, _state_path(name))
+    print(f"nbdeploy: serving {ref} (version {model.version.version}) at {url}", flush=True)
+    try:
+        loop = "uvloop" if _has("uvloop") else "asyncio"
+        server = uvicorn.Server(uvicorn.Config(app, loop=loop, http="httptools", lifespan="off",
+                                               access_log=False, log_level="warning",
+                                               timeout_graceful_shutdown=5))
+        server.run(sockets=[sock])
+    finally:
+        if follower:
+            follower.stopped.set()
+        info = _read_state(name)
+        if info and info.get("pid") == os.getpid():
+            _state_path(name).unlink(missing_ok=True)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
