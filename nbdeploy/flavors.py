@@ -9,6 +9,7 @@ because letting MLflow infer them costs seconds per registration.
 
 from __future__ import annotations
 
+import logging
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,10 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
     example_input: Any = example.to_numpy() if schema.positional else example
     kwargs: dict[str, Any] = {"signature": signature, "input_example": example_input,
                               "pip_requirements": _requirements(flavor)}
+    # MLflow logs a pickle caution on every sklearn save; registering is the opt-in (DESIGN 8).
+    quiet = logging.getLogger("mlflow.sklearn")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         if flavor == "pyfunc":
             mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
@@ -85,6 +90,8 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
         raise
     except Exception as exc:
         raise RegistryError(f"MLflow could not save the {flavor} model: {exc}") from exc
+    finally:
+        quiet.setLevel(level)
 
 
 def training_outputs(model: Any, flavor: str, frame: pd.DataFrame, schema: Schema,

@@ -279,31 +279,42 @@ def verify(path: Path, manifest_sha: str | None, *, what: str) -> None:
 
 def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
     """A verified local copy of the version's model folder."""
-    import mlflow.artifacts
-
     what = f"{mv.name}/{mv.version}"
     tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
     manifest_sha = tags.get(TAG + "manifest_sha256")
     target = config.settings().cache_dir / "models" / mv.name / str(mv.version)
     if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=mv.source, dst_path=str(staging),
-                tracking_uri=config.settings().tracking_uri)
-            Path(local).rename(staging / "model") if Path(local) != staging / "model" else None
-            try:
-                (staging / "model").rename(target)
-            except OSError:  # another process fetched it first
-                pass
-        except Exception as exc:
-            raise RegistryError(f"could not download the artifacts of {what}: {exc}") from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        _download(mv.source, target, what)
     if manifest_sha or not (trust_unverified or config.settings().trust_unverified):
         verify(target, manifest_sha, what=what)
     return target
+
+
+def _download(source: str, target: Path, what: str) -> None:
+    """Copy a version's files into the cache; a local store is copied directly."""
+    from urllib.parse import unquote, urlparse
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
+    try:
+        parsed = urlparse(source)
+        if parsed.scheme in ("", "file"):
+            shutil.copytree(unquote(parsed.path), staging / "model")
+        else:
+            import mlflow.artifacts
+
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(staging / "download"),
+                tracking_uri=config.settings().tracking_uri)
+            Path(local).rename(staging / "model")
+        try:
+            (staging / "model").rename(target)
+        except OSError:  # another process fetched it first; its copy is verified the same way
+            pass
+    except Exception as exc:
+        raise RegistryError(f"could not download the artifacts of {what}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json(path: Path, name: str) -> dict[str, Any]:

@@ -116,8 +116,13 @@ class Schema:
         if names is not None:
             self._check_names(names)
         if self.numeric and (names is None or names == self.names):
-            matrix = np.array(rows)
-            if matrix.ndim == 2 and matrix.shape[1] == width and matrix.dtype.kind in "fiub":
+            try:
+                matrix = np.array(rows)
+            except (ValueError, TypeError):  # ragged nesting: the column path says where
+                matrix = np.empty((0, 0), dtype=object)
+            # JSON booleans are not numbers: all-boolean rows take the checked path
+            kinds = "fiub" if all(c.type == "boolean" for c in self.columns) else "fiu"
+            if matrix.ndim == 2 and matrix.shape[1] == width and matrix.dtype.kind in kinds:
                 return self._numeric_matrix(matrix.astype(np.float64, copy=False))
         for row in rows:
             if not isinstance(row, list | tuple) or len(row) != width:
@@ -192,11 +197,17 @@ class Schema:
                     raise SchemaError(f"column {col.name!r} expects string values, got "
                                       f"{_json_type(v)}", column=col.name)
             return out
-        array = values if isinstance(values, np.ndarray) else np.array(values)
-        if array.dtype.kind not in "fiub":
-            array = self._coerce_numbers(col, values)
+        try:
+            array = values if isinstance(values, np.ndarray) else np.array(values)
+        except (ValueError, TypeError):  # ragged lists as values
+            array = None
+        if array is None or array.ndim != 1 or array.dtype.kind not in "fiub":
+            array = self._coerce_numbers(col, values)  # names the column and the bad type
         if col.type == "boolean" and array.dtype.kind != "b":
             raise SchemaError(f"column {col.name!r} expects boolean values, got number",
+                              column=col.name)
+        if col.type != "boolean" and array.dtype.kind == "b":
+            raise SchemaError(f"column {col.name!r} expects {col.type} values, got boolean",
                               column=col.name)
         array = array.astype(np.float64, copy=False) if col.type != "boolean" else array
         self._check_finite(col, array)

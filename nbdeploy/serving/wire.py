@@ -69,7 +69,7 @@ def _tensor_like(schema: Schema, payload: Any) -> np.ndarray | dict[str, Any]:
 def from_csv(schema: Schema, body: bytes) -> np.ndarray | dict[str, Any]:
     """CSV with a header row; empty fields are missing values."""
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")  # spreadsheets write a byte order mark
     except UnicodeDecodeError:
         raise _bad("the CSV body is not UTF-8") from None
     reader = csv.reader(io.StringIO(text))

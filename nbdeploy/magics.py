@@ -1,0 +1,212 @@
+"""``%deploy``: one line magic whose subcommands each call one public function.
+
+Parsing is argparse; the object returned is the API's own, whose ``_repr_html_``
+is the rich summary. User mistakes become a one-line ``UsageError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+
+import nbdeploy as nd
+from nbdeploy.exceptions import NbdeployError
+
+EXAMPLES = """\
+examples:
+  %deploy register clf --name churn --data X_train y_train
+  %deploy test churn/1 --data X_test y_test --min-score 0.8
+  %deploy promote churn/1 --to champion
+  dep = %deploy serve churn@champion
+  %deploy logs churn --limit 20
+  %deploy rollback churn
+  %deploy score churn@champion big_batch_df --output scored.parquet
+  %deploy stop churn
+"""
+
+
+class _Help(Exception):
+    """Raised after argparse printed help: stop without an error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise UsageError(message.strip())
+        raise _Help
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="%deploy", description="Register, test, deploy and audit models.",
+                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="SUBCOMMAND")
+
+    def add(name: str, help: str, example: str) -> _Parser:
+        p: _Parser = sub.add_parser(name, help=help, description=help,
+                                    epilog=f"example:\n  {example}",
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        return p
+
+    p = add("register", "log a model to MLflow and register a new version",
+            "%deploy register clf --name churn --data X_train y_train --alias challenger")
+    p.add_argument("model", metavar="MODEL_VAR")
+    p.add_argument("--name", required=True)
+    p.add_argument("--data", nargs="+", metavar="VAR", help="X_VAR [Y_VAR]")
+    p.add_argument("--alias")
+    p.add_argument("--description")
+
+    p = add("test", "run the pre-deploy gate on a version",
+            "%deploy test churn/2 --data X_test y_test --min-score 0.8 --vs champion")
+    p.add_argument("ref")
+    p.add_argument("--data", nargs=2, required=True, metavar=("X_VAR", "Y_VAR"))
+    p.add_argument("--metric")
+    p.add_argument("--min-score", type=float)
+    p.add_argument("--vs", metavar="ALIAS")
+    p.add_argument("--max-latency-ms", type=float)
+
+    p = add("promote", "move an alias onto a tested version", "%deploy promote churn/2 --to champion")
+    p.add_argument("ref")
+    p.add_argument("--to", default="champion", metavar="ALIAS")
+    p.add_argument("--force", action="store_true")
+
+    p = add("rollback", "move an alias back to its previous holder", "%deploy rollback churn")
+    p.add_argument("name")
+    p.add_argument("--alias", default="champion")
+
+    p = add("history", "alias moves of a model", "%deploy history churn")
+    p.add_argument("name")
+
+    p = add("serve", "start a model server in the background", "dep = %deploy serve churn@champion")
+    p.add_argument("ref")
+    p.add_argument("--name")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--token")
+    p.add_argument("--shadow", nargs="+", default=[], metavar="REF")
+    p.add_argument("--split", action="append", default=[], metavar="REF=FRACTION")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--fallback")
+
+    add("list", "list deployments", "%deploy list")
+
+    p = add("stop", "stop a deployment", "%deploy stop churn    |    %deploy stop --all")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true")
+
+    p = add("logs", "logged predictions of a deployment", "%deploy logs churn --limit 100")
+    p.add_argument("name")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--role", choices=["served", "shadow", "batch"])
+
+    p = add("feedback", "record ground-truth labels", "%deploy feedback churn ids labels")
+    p.add_argument("name")
+    p.add_argument("ids", metavar="IDS_VAR")
+    p.add_argument("labels", metavar="LABELS_VAR")
+
+    p = add("score", "batch-score a DataFrame or a CSV/Parquet file",
+            "%deploy score churn@champion big_df --output scored.parquet")
+    p.add_argument("ref")
+    p.add_argument("data", metavar="DATA_VAR_OR_PATH")
+    p.add_argument("--output")
+    return parser
+
+
+@magics_class
+class DeployMagics(Magics):
+    """The ``%deploy`` line magic."""
+
+    @line_magic
+    def deploy(self, line: str) -> Any:
+        """Register, test, promote, serve and audit models from the notebook.
+
+        Run ``%deploy --help`` for the subcommands and ``%deploy SUBCOMMAND --help``
+        for each one's options. Examples::
+
+            %deploy register clf --name churn --data X_train y_train
+            %deploy test churn/1 --data X_test y_test --min-score 0.8
+            %deploy promote churn/1 --to champion
+            dep = %deploy serve churn@champion
+            %deploy logs churn
+        """
+        parser = _parser()
+        try:
+            args = parser.parse_args(shlex.split(line))
+        except _Help:
+            return None
+        except ValueError as exc:  # shlex: unbalanced quotes
+            raise UsageError(f"%deploy: {exc}") from None
+        if args.command is None:
+            parser.print_help()
+            return None
+        try:
+            return getattr(self, "_" + args.command)(args)
+        except NbdeployError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _var(self, name: str) -> Any:
+        try:
+            return self.shell.user_ns[name]  # type: ignore[union-attr]
+        except KeyError:
+            raise UsageError(f"no variable named {name!r} in the notebook") from None
+
+    def _register(self, a: argparse.Namespace) -> Any:
+        data = [self._var(v) for v in a.data or []]
+        if len(data) > 2:
+            raise UsageError("--data takes X_VAR and optionally Y_VAR")
+        X, y = (data + [None, None])[:2]
+        return nd.register(self._var(a.model), a.name, X, y, alias=a.alias,
+                           description=a.description)
+
+    def _test(self, a: argparse.Namespace) -> Any:
+        X, y = (self._var(v) for v in a.data)
+        return nd.test(a.ref, X, y, metric=a.metric, min_score=a.min_score, vs=a.vs,
+                       max_latency_ms=a.max_latency_ms)
+
+    def _promote(self, a: argparse.Namespace) -> Any:
+        return nd.promote(a.ref, to=a.to, force=a.force)
+
+    def _rollback(self, a: argparse.Namespace) -> Any:
+        return nd.rollback(a.name, alias=a.alias)
+
+    def _history(self, a: argparse.Namespace) -> Any:
+        return nd.history(a.name)
+
+    def _serve(self, a: argparse.Namespace) -> Any:
+        split = {}
+        for item in a.split:
+            ref, sep, fraction = item.rpartition("=")
+            try:
+                split[ref] = float(fraction)
+            except ValueError:
+                raise UsageError(f"--split takes REF=FRACTION, e.g. churn@challenger=0.1, "
+                                 f"not {item!r}") from None
+            if not sep:
+                raise UsageError("--split takes REF=FRACTION, e.g. churn@challenger=0.1")
+        if (a.threshold is None) != (a.fallback is None):
+            raise UsageError("--threshold and --fallback go together")
+        return nd.serve(a.ref, name=a.name, port=a.port, token=a.token, shadow=tuple(a.shadow),
+                        split=split or None, threshold=a.threshold, fallback=a.fallback)
+
+    def _list(self, a: argparse.Namespace) -> Any:
+        return nd.deployments()
+
+    def _stop(self, a: argparse.Namespace) -> Any:
+        if not a.all and not a.name:
+            raise UsageError("name a deployment, or pass --all")
+        return nd.stop(a.name, all=a.all)
+
+    def _logs(self, a: argparse.Namespace) -> Any:
+        return nd.logs(a.name, limit=a.limit, role=a.role)
+
+    def _feedback(self, a: argparse.Namespace) -> Any:
+        return nd.feedback(a.name, self._var(a.ids), self._var(a.labels))
+
+    def _score(self, a: argparse.Namespace) -> Any:
+        data = self.shell.user_ns.get(a.data, a.data)  # type: ignore[union-attr]
+        return nd.score(a.ref, data, output=a.output)

@@ -1,0 +1,124 @@
+"""Shared fixtures: a real MLflow store and audit log in a temporary NBDEPLOY_HOME."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nbdeploy import config
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh, empty nbdeploy home for one test; every server it started is stopped."""
+    root = tmp_path / "home"
+    monkeypatch.setenv("NBDEPLOY_HOME", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("NBDEPLOY_ALIAS_POLL_S", "0.2")
+    monkeypatch.chdir(tmp_path)
+    config.reset()
+    yield root
+    from nbdeploy.serving.process import stop
+
+    if (root / "deployments").is_dir():
+        stop(all=True)
+    config.reset()
+
+
+@pytest.fixture(scope="session")
+def churn_data():
+    from nbdeploy.datasets import churn
+
+    X, y = churn(1500, seed=0)
+    X_test, y_test = churn(400, seed=1)
+    return X, y, X_test, y_test
+
+
+@pytest.fixture(scope="session")
+def churn_models(churn_data):
+    """Two fitted pipelines of different quality, trained once per session."""
+    from nbdeploy.datasets import churn_pipeline
+
+    X, y, _, _ = churn_data
+    return churn_pipeline(C=1.0).fit(X, y), churn_pipeline(C=0.001).fit(X, y)
+
+
+@pytest.fixture
+def champion(home, churn_data, churn_models):
+    """churn/1 registered, tested and promoted to @champion."""
+    import nbdeploy as nd
+
+    X, y, X_test, y_test = churn_data
+    mv = nd.register(churn_models[0], "churn", X, y)
+    assert nd.test(mv, X_test, y_test, min_score=0.7).passed
+    return nd.promote(mv, to="champion")
+
+
+@pytest.fixture
+def served(champion):
+    """A running server for churn@champion (stopped by ``home``)."""
+    import nbdeploy as nd
+
+    return nd.serve("churn@champion")
+
+
+def kernel_name() -> str:
+    return os.environ.get("NBDEPLOY_TEST_KERNEL", "python3")
+
+
+@contextlib.contextmanager
+def isolated_home(root: Path) -> Iterator[Path]:
+    """A fresh nbdeploy home without monkeypatch (usable in module-scoped fixtures).
+
+    Sets ``NBDEPLOY_HOME`` (and the fast alias poll the other fixtures use), runs in
+    ``root``'s parent, and restores the environment, the working directory and the
+    settings afterwards; every server started under it is stopped.
+    """
+    keys = ("NBDEPLOY_HOME", "MLFLOW_TRACKING_URI", "NBDEPLOY_ALIAS_POLL_S", "NBDEPLOY_TOKEN")
+    saved = {key: os.environ.get(key) for key in keys}
+    cwd = os.getcwd()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["NBDEPLOY_HOME"] = str(root)
+    os.environ["NBDEPLOY_ALIAS_POLL_S"] = "0.2"
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("NBDEPLOY_TOKEN", None)
+    os.chdir(root.parent)
+    config.reset()
+    try:
+        yield root
+    finally:
+        from nbdeploy.serving.process import stop
+
+        try:
+            if (root / "deployments").is_dir():
+                stop(all=True)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            os.chdir(cwd)
+            config.reset()
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Like ``home`` but shared by one test module (servers are slow to start)."""
+    with isolated_home(tmp_path_factory.mktemp("module") / "home") as root:
+        yield root
+
+
+@pytest.fixture(scope="module")
+def module_champion(module_home, churn_data, churn_models):
+    """churn/1 registered, tested and promoted to @champion in ``module_home``."""
+    import nbdeploy as nd
+
+    X, y, X_test, y_test = churn_data
+    mv = nd.register(churn_models[0], "churn", X, y)
+    assert nd.test(mv, X_test, y_test, min_score=0.7).passed
+    return nd.promote(mv, to="champion")
