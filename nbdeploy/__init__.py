@@ -53,20 +53,35 @@ _LAZY = {
     "DriftReport": "nbdeploy.drift",
 }
 
-__all__ = sorted([
-    *_LAZY,
+__all__ = [
     "AuditLogError",
     "ConfigError",
+    "Deployment",
     "DeploymentError",
+    "DriftReport",
     "IntegrityError",
     "ModelNotFoundError",
+    "ModelVersion",
     "NbdeployError",
     "PromotionError",
     "RegistryError",
     "SchemaError",
     "SignatureError",
+    "TestReport",
+    "deployments",
+    "drift",
+    "feedback",
+    "history",
     "load_ipython_extension",
-])
+    "logs",
+    "promote",
+    "register",
+    "rollback",
+    "score",
+    "serve",
+    "stop",
+    "test",
+]
 
 if TYPE_CHECKING:
     from nbdeploy.auditlog import feedback, logs

@@ -70,8 +70,16 @@ CREATE TABLE IF NOT EXISTS rejections (
     status INTEGER NOT NULL
 );
 """
-META_COLUMNS = ("prediction_id", "request_id", "timestamp", "model_name", "model_version",
-                "alias", "role", "latency_ms")
+META_COLUMNS = (
+    "prediction_id",
+    "request_id",
+    "timestamp",
+    "model_name",
+    "model_version",
+    "alias",
+    "role",
+    "latency_ms",
+)
 
 
 @dataclass
@@ -111,8 +119,9 @@ class AuditLog:
         self.path = Path(path or config.settings().audit_db)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                      check_same_thread=False)
+            self.db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
@@ -134,17 +143,43 @@ class AuditLog:
                 prev = last[0] if last else GENESIS
                 rows = []
                 for r in records:
-                    meta = (r.record_id, r.request_id, repr(r.ts), r.deployment, r.model_name,
-                            r.model_version, r.alias or "", r.role, r.n_rows, repr(r.latency_ms))
+                    meta = (
+                        r.record_id,
+                        r.request_id,
+                        repr(r.ts),
+                        r.deployment,
+                        r.model_name,
+                        r.model_version,
+                        r.alias or "",
+                        r.role,
+                        r.n_rows,
+                        repr(r.latency_ms),
+                    )
                     digest = _digest(prev, meta, r.payload)
-                    rows.append((r.record_id, r.request_id, r.ts, r.deployment, r.model_name,
-                                 r.model_version, r.alias, r.role, r.n_rows, r.latency_ms,
-                                 r.payload, prev, digest))
+                    rows.append(
+                        (
+                            r.record_id,
+                            r.request_id,
+                            r.ts,
+                            r.deployment,
+                            r.model_name,
+                            r.model_version,
+                            r.alias,
+                            r.role,
+                            r.n_rows,
+                            r.latency_ms,
+                            r.payload,
+                            prev,
+                            digest,
+                        )
+                    )
                     prev = digest
                 db.executemany(
                     "INSERT INTO records (record_id, request_id, ts, deployment, model_name, "
                     "model_version, alias, role, n_rows, latency_ms, payload, prev_hash, hash) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -155,31 +190,43 @@ class AuditLog:
     def reject(self, deployment: str, model_name: str, code: str, status: int) -> None:
         """Count a rejected request (never its payload)."""
         try:
-            self.db.execute("INSERT INTO rejections (ts, deployment, model_name, code, status) "
-                            "VALUES (?,?,?,?,?)", (time.time(), deployment, model_name, code,
-                                                   status))
+            self.db.execute(
+                "INSERT INTO rejections (ts, deployment, model_name, code, status) "
+                "VALUES (?,?,?,?,?)",
+                (time.time(), deployment, model_name, code, status),
+            )
         except sqlite3.Error:
             pass  # counting a rejection must never turn it into a server error
 
-    def add_feedback(self, model_name: str, prediction_ids: list[str], labels: list[Any],
-                     source: str) -> int:
+    def add_feedback(
+        self, model_name: str, prediction_ids: list[str], labels: list[Any], source: str
+    ) -> int:
         if len(prediction_ids) != len(labels):
-            raise AuditLogError(f"{len(prediction_ids)} prediction ids but {len(labels)} "
-                                "labels; pass one label per id")
+            raise AuditLogError(
+                f"{len(prediction_ids)} prediction ids but {len(labels)} "
+                "labels; pass one label per id"
+            )
         if not prediction_ids:
             raise AuditLogError("no prediction ids given")
         unknown = self._unknown(model_name, prediction_ids)
         if unknown:
-            raise AuditLogError(f"{unknown} of {len(prediction_ids)} prediction ids are not "
-                                f"logged predictions of {model_name!r}; nothing was recorded")
+            raise AuditLogError(
+                f"{unknown} of {len(prediction_ids)} prediction ids are not "
+                f"logged predictions of {model_name!r}; nothing was recorded"
+            )
         now = time.time()
-        rows = [(str(p), model_name, orjson.dumps(_plain(label)), now, source)
-                for p, label in zip(prediction_ids, labels, strict=True)]
+        rows = [
+            (str(p), model_name, orjson.dumps(_plain(label)), now, source)
+            for p, label in zip(prediction_ids, labels, strict=True)
+        ]
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany("INSERT INTO feedback (prediction_id, model_name, label, ts, "
-                                    "source) VALUES (?,?,?,?,?)", rows)
+                self.db.executemany(
+                    "INSERT INTO feedback (prediction_id, model_name, label, ts, "
+                    "source) VALUES (?,?,?,?,?)",
+                    rows,
+                )
         except sqlite3.Error as exc:
             raise AuditLogError(f"cannot write feedback: {exc}") from exc
         return len(rows)
@@ -196,19 +243,28 @@ class AuditLog:
         known: dict[str, int] = {}
         ids = list(wanted)
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for rid, n in self.db.execute(
-                    f"SELECT record_id, n_rows FROM records WHERE record_id IN ({marks}) "
-                    "AND (model_name = ? OR deployment = ?)", (*chunk, name, name)):
+                f"SELECT record_id, n_rows FROM records WHERE record_id IN ({marks}) "
+                "AND (model_name = ? OR deployment = ?)",
+                (*chunk, name, name),
+            ):
                 known[rid] = n
-        return malformed + sum(1 for rid, rows in wanted.items() for r in rows
-                               if rid not in known or r >= known[rid])
+        return malformed + sum(
+            1 for rid, rows in wanted.items() for r in rows if rid not in known or r >= known[rid]
+        )
 
     # -- reading ------------------------------------------------------------
 
-    def records(self, name: str, *, since: float | None = None, limit: int | None = None,
-                role: str | None = None) -> list[tuple[Any, ...]]:
+    def records(
+        self,
+        name: str,
+        *,
+        since: float | None = None,
+        limit: int | None = None,
+        role: str | None = None,
+    ) -> list[tuple[Any, ...]]:
         where = ["(model_name = ? OR deployment = ?)"]
         args: list[Any] = [name, name]
         if since is not None:
@@ -217,9 +273,11 @@ class AuditLog:
         if role is not None:
             where.append("role = ?")
             args.append(role)
-        sql = ("SELECT record_id, request_id, ts, model_name, model_version, alias, role, "
-               f"latency_ms, n_rows, payload FROM records WHERE {' AND '.join(where)} "
-               "ORDER BY seq DESC")
+        sql = (
+            "SELECT record_id, request_id, ts, model_name, model_version, alias, role, "
+            f"latency_ms, n_rows, payload FROM records WHERE {' AND '.join(where)} "
+            "ORDER BY seq DESC"
+        )
         rows, total = [], 0
         for row in self.db.execute(sql, args):
             rows.append(row)
@@ -232,10 +290,11 @@ class AuditLog:
     def counts(self, name: str) -> dict[str, int]:
         predictions = self.db.execute(
             "SELECT COALESCE(SUM(n_rows), 0) FROM records WHERE model_name = ? OR deployment = ?",
-            (name, name)).fetchone()[0]
+            (name, name),
+        ).fetchone()[0]
         rejected = self.db.execute(
-            "SELECT COUNT(*) FROM rejections WHERE model_name = ? OR deployment = ?",
-            (name, name)).fetchone()[0]
+            "SELECT COUNT(*) FROM rejections WHERE model_name = ? OR deployment = ?", (name, name)
+        ).fetchone()[0]
         return {"predictions": int(predictions), "rejected": int(rejected)}
 
     def verify(self, record_id: str) -> bool:
@@ -243,18 +302,24 @@ class AuditLog:
         row = self.db.execute(
             "SELECT seq, record_id, request_id, ts, deployment, model_name, model_version, "
             "alias, role, n_rows, latency_ms, payload, prev_hash, hash FROM records "
-            "WHERE record_id = ?", (record_id,)).fetchone()
+            "WHERE record_id = ?",
+            (record_id,),
+        ).fetchone()
         if row is None:
             return False
         seq, *meta, payload, prev, digest = row
         meta[2], meta[6], meta[9] = repr(meta[2]), meta[6] or "", repr(meta[9])
-        before = self.db.execute("SELECT hash FROM records WHERE seq < ? ORDER BY seq DESC "
-                                 "LIMIT 1", (seq,)).fetchone()
-        after = self.db.execute("SELECT prev_hash FROM records WHERE seq > ? ORDER BY seq "
-                                "LIMIT 1", (seq,)).fetchone()
-        return ((before[0] if before else GENESIS) == prev
-                and _digest(prev, tuple(meta), payload) == digest
-                and (after is None or after[0] == digest))
+        before = self.db.execute(
+            "SELECT hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,)
+        ).fetchone()
+        after = self.db.execute(
+            "SELECT prev_hash FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
+        ).fetchone()
+        return (
+            (before[0] if before else GENESIS) == prev
+            and _digest(prev, tuple(meta), payload) == digest
+            and (after is None or after[0] == digest)
+        )
 
 
 _local = threading.local()
@@ -285,8 +350,9 @@ def _since(value: Any) -> float | None:
     return stamp.timestamp()
 
 
-def logs(name: str, *, since: Any = None, limit: int | None = None,
-         role: str | None = None) -> pd.DataFrame:
+def logs(
+    name: str, *, since: Any = None, limit: int | None = None, role: str | None = None
+) -> pd.DataFrame:
     """Logged predictions of a deployment or model, one row per prediction, oldest first."""
     import pandas as pd
 
@@ -300,9 +366,15 @@ def logs(name: str, *, since: Any = None, limit: int | None = None,
     for rid, req, ts, model, version, alias, rrole, latency, n, payload in records:
         body = orjson.loads(payload)
         meta["prediction_id"].extend(f"{rid}-{i}" for i in range(n))
-        for key, value in (("request_id", req), ("timestamp", ts), ("model_name", model),
-                           ("model_version", version), ("alias", alias), ("role", rrole),
-                           ("latency_ms", latency)):
+        for key, value in (
+            ("request_id", req),
+            ("timestamp", ts),
+            ("model_name", model),
+            ("model_version", version),
+            ("alias", alias),
+            ("role", rrole),
+            ("latency_ms", latency),
+        ):
             meta[key].extend([value] * n)
         for column, values in decode_inputs(body).items():
             _extend(features, column, values, total)
@@ -323,7 +395,7 @@ def logs(name: str, *, since: Any = None, limit: int | None = None,
     for column, values in outputs.items():
         frame[column] = _pad(values, total)
     if limit is not None and len(frame) > limit:
-        frame = frame.iloc[len(frame) - limit:].reset_index(drop=True)
+        frame = frame.iloc[len(frame) - limit :].reset_index(drop=True)
     return frame
 
 

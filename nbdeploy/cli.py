@@ -9,19 +9,29 @@ from nbdeploy.exceptions import NbdeployError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nbdeploy", description="Deploy and audit models "
-                                     "from notebooks.")
+    parser = argparse.ArgumentParser(
+        prog="nbdeploy", description="Deploy and audit models from notebooks."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve a model in the foreground",
-                           epilog="example: nbdeploy serve churn@champion --port 8080")
+    serve = sub.add_parser(
+        "serve",
+        help="serve a model in the foreground",
+        epilog="example: nbdeploy serve churn@champion --port 8080",
+    )
     serve.add_argument("ref", help="name@alias, name/version or models:/...")
     serve.add_argument("--name", help="deployment name (default: the model's name)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
-    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' "
-                       "(or set NBDEPLOY_TOKEN, which keeps it out of ps)")
-    serve.add_argument("--trust-unverified", action="store_true",
-                       help="load a version that was not registered through nbdeploy")
+    serve.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' "
+        "(or set NBDEPLOY_TOKEN, which keeps it out of ps)",
+    )
+    serve.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="load a version that was not registered through nbdeploy",
+    )
     sub.add_parser("list", help="list deployments")
     stop = sub.add_parser("stop", help="stop a deployment")
     stop.add_argument("name", nargs="?")
@@ -37,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from nbdeploy.serving.process import run
 
-            run(args.ref, name=args.name, host=args.host, port=args.port, token=args.token,
-                trust_unverified=args.trust_unverified)
+            run(
+                args.ref,
+                name=args.name,
+                host=args.host,
+                port=args.port,
+                token=args.token,
+                trust_unverified=args.trust_unverified,
+            )
         elif args.command == "list":
             from nbdeploy.serving.process import deployments
 

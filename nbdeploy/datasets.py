@@ -7,7 +7,7 @@ target that depends on several features with noise.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,27 +24,37 @@ def churn(n: int = 2000, *, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
     tenure = rng.integers(1, 72, size=n)
     charges = np.round(rng.normal(70, 25, size=n).clip(15, 150), 2)
     calls = rng.poisson(1.5, size=n)
-    logit = (-1.0 + 1.6 * (contract == "monthly") - 0.05 * tenure + 0.015 * charges
-             + 0.45 * calls + rng.normal(0, 0.6, size=n))
-    X = pd.DataFrame({
-        "tenure_months": tenure,
-        "monthly_charges": charges,
-        "support_calls": calls,
-        "contract": pd.Categorical(contract, categories=["monthly", "yearly", "two-year"]),
-    })
+    logit = (
+        -1.0
+        + 1.6 * (contract == "monthly")
+        - 0.05 * tenure
+        + 0.015 * charges
+        + 0.45 * calls
+        + rng.normal(0, 0.6, size=n)
+    )
+    X = pd.DataFrame(
+        {
+            "tenure_months": tenure,
+            "monthly_charges": charges,
+            "support_calls": calls,
+            "contract": pd.Categorical(contract, categories=["monthly", "yearly", "two-year"]),
+        }
+    )
     y = pd.Series(np.where(logit > 0, "yes", "no"), name="churn")
     return X, y
 
 
-def churn_pipeline(C: float = 1.0):  # type: ignore[no-untyped-def]
+def churn_pipeline(C: float = 1.0) -> Any:
     """The quickstart's model: scaling and one-hot encoding, then a logistic regression."""
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    prep = ColumnTransformer([
-        ("num", StandardScaler(), ["tenure_months", "monthly_charges", "support_calls"]),
-        ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
-    ])
+    prep = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["tenure_months", "monthly_charges", "support_calls"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
+        ]
+    )
     return Pipeline([("prep", prep), ("clf", LogisticRegression(C=C, max_iter=1000))])

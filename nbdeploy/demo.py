@@ -22,10 +22,20 @@ def main(requests: int = 500) -> None:
     X_test, y_test = churn(800, seed=1)
 
     _say("train and register two candidate models")
-    first = nd.register(churn_pipeline(C=1.0).fit(X, y), "churn", X, y,
-                        description="quickstart: logistic regression, C=1.0")
-    second = nd.register(churn_pipeline(C=0.3).fit(X, y), "churn", X, y,
-                         description="quickstart: logistic regression, C=0.3")
+    first = nd.register(
+        churn_pipeline(C=1.0).fit(X, y),
+        "churn",
+        X,
+        y,
+        description="quickstart: logistic regression, C=1.0",
+    )
+    second = nd.register(
+        churn_pipeline(C=0.3).fit(X, y),
+        "churn",
+        X,
+        y,
+        description="quickstart: logistic regression, C=0.3",
+    )
     print(f"registered {first.uri} and {second.uri}")
 
     _say(f"gate {first.ref}, promote it to @champion")
@@ -44,8 +54,10 @@ def main(requests: int = 500) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda b: _call(dep.url + "/invocations", b), bodies))
     seconds = time.perf_counter() - started
-    print(f"{len(answers)} answers in {seconds:.2f} s ({len(answers) / seconds:.0f} req/s "
-          "from a Python client)")
+    print(
+        f"{len(answers)} answers in {seconds:.2f} s ({len(answers) / seconds:.0f} req/s "
+        "from a Python client)"
+    )
 
     _say(f"gate {second.ref} against the champion; promote only if it is no worse")
     report = nd.test(second, X_test, y_test, min_score=0.8, vs="champion")
@@ -56,8 +68,11 @@ def main(requests: int = 500) -> None:
         print(f"server now answers with version {dep.predict(X_test.head(1))['model_version'][0]}")
         nd.rollback("churn")
         print("rolled back; history:")
-        print(nd.history("churn")[["time", "alias", "from_version", "to_version",
-                                   "reason"]].to_string(index=False))
+        print(
+            nd.history("churn")[
+                ["time", "alias", "from_version", "to_version", "reason"]
+            ].to_string(index=False)
+        )
 
     logged = nd.logs("churn-demo")
     print(f"\nlogged predictions for churn-demo: {len(logged)}")

@@ -24,11 +24,19 @@ if TYPE_CHECKING:
     from nbdeploy.schema import Schema
 
 #: top-level module of a model's class -> MLflow flavor module
-_FRAMEWORKS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost",
-               "statsmodels": "statsmodels", "torch": "pytorch", "keras": "keras",
-               "tensorflow": "tensorflow"}
-_PINNED = {"sklearn": ("scikit-learn", "numpy", "pandas", "scipy", "cloudpickle"),
-           "pyfunc": ("mlflow", "cloudpickle", "numpy", "pandas")}
+_FRAMEWORKS = {
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "catboost": "catboost",
+    "statsmodels": "statsmodels",
+    "torch": "pytorch",
+    "keras": "keras",
+    "tensorflow": "tensorflow",
+}
+_PINNED = {
+    "sklearn": ("scikit-learn", "numpy", "pandas", "scipy", "cloudpickle"),
+    "pyfunc": ("mlflow", "cloudpickle", "numpy", "pandas"),
+}
 
 
 def detect(model: Any) -> str:
@@ -43,7 +51,8 @@ def detect(model: Any) -> str:
         return _FRAMEWORKS[module]
     raise RegistryError(
         f"nbdeploy cannot store a {type(model).__name__}: pass a scikit-learn estimator, a "
-        "model of a framework MLflow has a flavor for, or wrap it in mlflow.pyfunc.PythonModel")
+        "model of a framework MLflow has a flavor for, or wrap it in mlflow.pyfunc.PythonModel"
+    )
 
 
 def _is_sklearn_estimator(model: Any) -> bool:
@@ -71,8 +80,11 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
 
     signature = ModelSignature(inputs=schema.to_mlflow())
     example_input: Any = example.to_numpy() if schema.positional else example
-    kwargs: dict[str, Any] = {"signature": signature, "input_example": example_input,
-                              "pip_requirements": _requirements(flavor)}
+    kwargs: dict[str, Any] = {
+        "signature": signature,
+        "input_example": example_input,
+        "pip_requirements": _requirements(flavor),
+    }
     # MLflow logs a pickle caution on every sklearn save; registering is the opt-in (DESIGN 8).
     quiet = logging.getLogger("mlflow.sklearn")
     level = quiet.level
@@ -81,8 +93,9 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
         if flavor == "pyfunc":
             mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
         elif flavor == "sklearn":
-            mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle",
-                                      **kwargs)
+            mlflow.sklearn.save_model(
+                model, str(path), serialization_format="cloudpickle", **kwargs
+            )
         else:
             module = getattr(mlflow, flavor)
             module.save_model(model, str(path), **kwargs)
@@ -94,8 +107,9 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
         quiet.setLevel(level)
 
 
-def training_outputs(model: Any, flavor: str, frame: pd.DataFrame, schema: Schema,
-                     path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def training_outputs(
+    model: Any, flavor: str, frame: pd.DataFrame, schema: Schema, path: Path
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions (and top-class scores) on the training rows, for the profile."""
     features: Any = frame.to_numpy() if schema.positional else frame
     try:
@@ -109,8 +123,10 @@ def training_outputs(model: Any, flavor: str, frame: pd.DataFrame, schema: Schem
         loaded = mlflow.pyfunc.load_model(str(path))
         return as_vector(loaded.predict(frame)), None
     except Exception as exc:
-        raise RegistryError(f"the model could not predict on X ({type(exc).__name__}: {exc}); "
-                            "pass the features it was trained on") from exc
+        raise RegistryError(
+            f"the model could not predict on X ({type(exc).__name__}: {exc}); "
+            "pass the features it was trained on"
+        ) from exc
 
 
 def as_vector(output: Any) -> np.ndarray:
@@ -128,8 +144,12 @@ def as_vector(output: Any) -> np.ndarray:
 
 def describe(model: Any, flavor: str, y: Any, predictions: np.ndarray) -> dict[str, Any]:
     """Task, classes and hyperparameters for metadata and the gate."""
-    info: dict[str, Any] = {"estimator": f"{type(model).__module__}.{type(model).__qualname__}",
-                            "task": "unknown", "classes": None, "params": {}}
+    info: dict[str, Any] = {
+        "estimator": f"{type(model).__module__}.{type(model).__qualname__}",
+        "task": "unknown",
+        "classes": None,
+        "params": {},
+    }
     if flavor == "sklearn":
         from sklearn.base import is_classifier, is_regressor
 
@@ -139,8 +159,11 @@ def describe(model: Any, flavor: str, y: Any, predictions: np.ndarray) -> dict[s
         elif is_regressor(model):
             info["task"] = "regression"
         try:
-            info["params"] = {k: v for k, v in model.get_params(deep=False).items()
-                              if isinstance(v, str | int | float | bool) or v is None}
+            info["params"] = {
+                k: v
+                for k, v in model.get_params(deep=False).items()
+                if isinstance(v, str | int | float | bool) or v is None
+            }
         except Exception:
             pass
     if info["task"] == "unknown":

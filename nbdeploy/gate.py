@@ -43,12 +43,15 @@ def _score(metric: str, model: Any, columns: dict[str, Any], y: Any) -> float:
     kwargs = {"average": "macro"} if metric == "f1_macro" else {}
     if needs_scores:
         if out.proba is None:
-            raise NbdeployError(f"metric {metric!r} needs class probabilities, which this "
-                                "model does not give; choose e.g. 'accuracy'")
+            raise NbdeployError(
+                f"metric {metric!r} needs class probabilities, which this "
+                "model does not give; choose e.g. 'accuracy'"
+            )
         proba = out.proba[:, 1] if out.proba.shape[1] == 2 and metric == "roc_auc" else out.proba
         extra = {"multi_class": "ovr"} if metric == "roc_auc" and proba.ndim == 2 else {}
-        return float(fn(y, proba, **extra, **({"labels": model.classes}
-                                                if metric == "log_loss" else {})))
+        return float(
+            fn(y, proba, **extra, **({"labels": model.classes} if metric == "log_loss" else {}))
+        )
     if metric in ("f1", "precision", "recall") and len(np.unique(np.asarray(y))) > 2:
         kwargs = {"average": "macro"}
     return float(fn(y, out.predictions, **kwargs))
@@ -58,10 +61,12 @@ def _bad_inputs(columns: dict[str, Any], schema: Any) -> list[tuple[str, dict[st
     """Malformed variants of one good row, each of which must be refused."""
     row = {name: [values[0]] for name, values in columns.items()}
     first = schema.columns[0]
-    cases = [("missing column", {k: v for k, v in row.items() if k != first.name}),
-             ("extra column", {**row, "__unexpected__": [1.0]}),
-             ("empty batch", {k: [] for k in row}),
-             ("wrong type", {**row, first.name: ["text"] if first.type != "string" else [3.5]})]
+    cases = [
+        ("missing column", {k: v for k, v in row.items() if k != first.name}),
+        ("extra column", {**row, "__unexpected__": [1.0]}),
+        ("empty batch", {k: [] for k in row}),
+        ("wrong type", {**row, first.name: ["text"] if first.type != "string" else [3.5]}),
+    ]
     strict = next((c for c in schema.columns if not c.nullable), None)
     if strict is not None:
         cases.append(("missing value", {**row, strict.name: [None]}))
@@ -71,9 +76,16 @@ def _bad_inputs(columns: dict[str, Any], schema: Any) -> list[tuple[str, dict[st
     return cases
 
 
-def test(ref: str | ModelVersion, X: Any, y: Any, *, metric: str | None = None,
-         min_score: float | None = None, vs: str | None = None,
-         max_latency_ms: float | None = None) -> TestReport:
+def test(
+    ref: str | ModelVersion,
+    X: Any,
+    y: Any,
+    *,
+    metric: str | None = None,
+    min_score: float | None = None,
+    vs: str | None = None,
+    max_latency_ms: float | None = None,
+) -> TestReport:
     """Run the pre-deploy gate on ``ref`` and record the result on the version."""
     from nbdeploy.serving.adapter import load
 
@@ -82,8 +94,9 @@ def test(ref: str | ModelVersion, X: Any, y: Any, *, metric: str | None = None,
     checks: list[dict[str, Any]] = []
 
     def check(name: str, value: Any, threshold: Any, passed: bool) -> None:
-        checks.append({"check": name, "value": value, "threshold": threshold,
-                       "passed": bool(passed)})
+        checks.append(
+            {"check": name, "value": value, "threshold": threshold, "passed": bool(passed)}
+        )
 
     metric = metric or ("r2" if model.meta.get("task") == "regression" else "accuracy")
     if metric not in METRICS:
@@ -115,8 +128,12 @@ def test(ref: str | ModelVersion, X: Any, y: Any, *, metric: str | None = None,
         else:
             theirs = _score(metric, load(f"{mv.name}/{holder}"), columns, y)
             ok = score >= theirs if greater else score <= theirs
-            check(f"vs @{vs} (v{holder})", round(theirs, 6),
-                  f"{metric} {'>=' if greater else '<='} {round(theirs, 6)}", ok)
+            check(
+                f"vs @{vs} (v{holder})",
+                round(theirs, 6),
+                f"{metric} {'>=' if greater else '<='} {round(theirs, 6)}",
+                ok,
+            )
 
     one = {name: values[:1] for name, values in columns.items()}
     timings = []
@@ -125,9 +142,12 @@ def test(ref: str | ModelVersion, X: Any, y: Any, *, metric: str | None = None,
         model.predict(one)
         timings.append((time.perf_counter() - start) * 1000.0)
     p50 = float(np.median(timings))
-    check("latency p50 ms (1 row)", round(p50, 3),
-          "none" if max_latency_ms is None else f"<= {max_latency_ms}",
-          max_latency_ms is None or p50 <= max_latency_ms)
+    check(
+        "latency p50 ms (1 row)",
+        round(p50, 3),
+        "none" if max_latency_ms is None else f"<= {max_latency_ms}",
+        max_latency_ms is None or p50 <= max_latency_ms,
+    )
 
     refused, total = 0, 0
     for _, bad in _bad_inputs(columns, model.schema):
@@ -144,21 +164,28 @@ def test(ref: str | ModelVersion, X: Any, y: Any, *, metric: str | None = None,
             model.predict(unseen)
             check(f"unseen category in {text!r}", "predicts", "predicts", True)
         except Exception as exc:
-            check(f"unseen category in {text!r}", f"fails ({type(exc).__name__})",
-                  "predicts (e.g. OneHotEncoder(handle_unknown='ignore'))", False)
+            check(
+                f"unseen category in {text!r}",
+                f"fails ({type(exc).__name__})",
+                "predicts (e.g. OneHotEncoder(handle_unknown='ignore'))",
+                False,
+            )
     return _finish(mv, checks, metric, score)
 
 
 test.__test__ = False  # type: ignore[attr-defined]
 
 
-def _finish(mv: ModelVersion, checks: list[dict[str, Any]], metric: str,
-            score: float | None) -> TestReport:
+def _finish(
+    mv: ModelVersion, checks: list[dict[str, Any]], metric: str, score: float | None
+) -> TestReport:
     import pandas as pd
 
     frame = pd.DataFrame(checks, columns=["check", "value", "threshold", "passed"])
     passed = bool(frame["passed"].all())
-    registry.record_test(mv, passed, {"metric": metric, "score": score, "time": time.time(),
-                                      "checks": checks})
-    return TestReport(name=mv.name, version=mv.version, passed=passed, checks=frame,
-                      metric=metric, score=score)
+    registry.record_test(
+        mv, passed, {"metric": metric, "score": score, "time": time.time(), "checks": checks}
+    )
+    return TestReport(
+        name=mv.name, version=mv.version, passed=passed, checks=frame, metric=metric, score=score
+    )

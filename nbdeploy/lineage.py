@@ -17,8 +17,17 @@ from typing import Any
 from nbdeploy import config
 
 #: Packages whose versions decide whether a model loads and predicts the same way.
-TRACKED = ("nbdeploy", "mlflow", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle",
-           "xgboost", "lightgbm")
+TRACKED = (
+    "nbdeploy",
+    "mlflow",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "scipy",
+    "cloudpickle",
+    "xgboost",
+    "lightgbm",
+)
 
 
 def packages() -> dict[str, str]:
@@ -49,8 +58,9 @@ def notebook_path() -> str | None:
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
-                              check=False)
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -76,5 +86,8 @@ def collect() -> dict[str, Any]:
 def mismatches(recorded: dict[str, str]) -> dict[str, tuple[str, str]]:
     """Packages whose version differs now from the one recorded: name -> (then, now)."""
     now = packages()
-    return {name: (then, now[name]) for name, then in recorded.items()
-            if name in now and now[name] != then and name != "nbdeploy"}
+    return {
+        name: (then, now[name])
+        for name, then in recorded.items()
+        if name in now and now[name] != then and name != "nbdeploy"
+    }

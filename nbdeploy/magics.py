@@ -44,26 +44,40 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> _Parser:
-    parser = _Parser(prog="%deploy", description="Register, test, deploy and audit models.",
-                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="%deploy",
+        description="Register, test, deploy and audit models.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="SUBCOMMAND")
 
     def add(name: str, help: str, example: str) -> _Parser:
-        p: _Parser = sub.add_parser(name, help=help, description=help,
-                                    epilog=f"example:\n  {example}",
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        p: _Parser = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         return p
 
-    p = add("register", "log a model to MLflow and register a new version",
-            "%deploy register clf --name churn --data X_train y_train --alias challenger")
+    p = add(
+        "register",
+        "log a model to MLflow and register a new version",
+        "%deploy register clf --name churn --data X_train y_train --alias challenger",
+    )
     p.add_argument("model", metavar="MODEL_VAR")
     p.add_argument("--name", required=True)
     p.add_argument("--data", nargs="+", metavar="VAR", help="X_VAR [Y_VAR]")
     p.add_argument("--alias")
     p.add_argument("--description")
 
-    p = add("test", "run the pre-deploy gate on a version",
-            "%deploy test churn/2 --data X_test y_test --min-score 0.8 --vs champion")
+    p = add(
+        "test",
+        "run the pre-deploy gate on a version",
+        "%deploy test churn/2 --data X_test y_test --min-score 0.8 --vs champion",
+    )
     p.add_argument("ref")
     p.add_argument("--data", nargs=2, required=True, metavar=("X_VAR", "Y_VAR"))
     p.add_argument("--metric")
@@ -71,7 +85,9 @@ def _parser() -> _Parser:
     p.add_argument("--vs", metavar="ALIAS")
     p.add_argument("--max-latency-ms", type=float)
 
-    p = add("promote", "move an alias onto a tested version", "%deploy promote churn/2 --to champion")
+    p = add(
+        "promote", "move an alias onto a tested version", "%deploy promote churn/2 --to champion"
+    )
     p.add_argument("ref")
     p.add_argument("--to", default="champion", metavar="ALIAS")
     p.add_argument("--force", action="store_true")
@@ -109,8 +125,11 @@ def _parser() -> _Parser:
     p.add_argument("ids", metavar="IDS_VAR")
     p.add_argument("labels", metavar="LABELS_VAR")
 
-    p = add("score", "batch-score a DataFrame or a CSV/Parquet file",
-            "%deploy score churn@champion big_df --output scored.parquet")
+    p = add(
+        "score",
+        "batch-score a DataFrame or a CSV/Parquet file",
+        "%deploy score churn@champion big_df --output scored.parquet",
+    )
     p.add_argument("ref")
     p.add_argument("data", metavar="DATA_VAR_OR_PATH")
     p.add_argument("--output")
@@ -159,14 +178,22 @@ class DeployMagics(Magics):
         data = [self._var(v) for v in a.data or []]
         if len(data) > 2:
             raise UsageError("--data takes X_VAR and optionally Y_VAR")
-        X, y = (data + [None, None])[:2]
-        return nd.register(self._var(a.model), a.name, X, y, alias=a.alias,
-                           description=a.description)
+        X, y = [*data, None, None][:2]
+        return nd.register(
+            self._var(a.model), a.name, X, y, alias=a.alias, description=a.description
+        )
 
     def _test(self, a: argparse.Namespace) -> Any:
         X, y = (self._var(v) for v in a.data)
-        return nd.test(a.ref, X, y, metric=a.metric, min_score=a.min_score, vs=a.vs,
-                       max_latency_ms=a.max_latency_ms)
+        return nd.test(
+            a.ref,
+            X,
+            y,
+            metric=a.metric,
+            min_score=a.min_score,
+            vs=a.vs,
+            max_latency_ms=a.max_latency_ms,
+        )
 
     def _promote(self, a: argparse.Namespace) -> Any:
         return nd.promote(a.ref, to=a.to, force=a.force)
@@ -184,14 +211,23 @@ class DeployMagics(Magics):
             try:
                 split[ref] = float(fraction)
             except ValueError:
-                raise UsageError(f"--split takes REF=FRACTION, e.g. churn@challenger=0.1, "
-                                 f"not {item!r}") from None
+                raise UsageError(
+                    f"--split takes REF=FRACTION, e.g. churn@challenger=0.1, not {item!r}"
+                ) from None
             if not sep:
                 raise UsageError("--split takes REF=FRACTION, e.g. churn@challenger=0.1")
         if (a.threshold is None) != (a.fallback is None):
             raise UsageError("--threshold and --fallback go together")
-        return nd.serve(a.ref, name=a.name, port=a.port, token=a.token, shadow=tuple(a.shadow),
-                        split=split or None, threshold=a.threshold, fallback=a.fallback)
+        return nd.serve(
+            a.ref,
+            name=a.name,
+            port=a.port,
+            token=a.token,
+            shadow=tuple(a.shadow),
+            split=split or None,
+            threshold=a.threshold,
+            fallback=a.fallback,
+        )
 
     def _list(self, a: argparse.Namespace) -> Any:
         return nd.deployments()

@@ -14,22 +14,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-_STYLE = ("font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;"
-          "border-collapse:collapse")
+_STYLE = "font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;border-collapse:collapse"
 
 
 def _table(title: str, rows: list[tuple[str, Any]], badge: str = "") -> str:
     cells = "".join(
         f"<tr><th style='text-align:left;padding:2px 12px 2px 0;color:#555'>{html.escape(k)}"
-        f"</th><td style='text-align:left;padding:2px 0'>{v}</td></tr>" for k, v in rows)
-    return (f"<div><b>{html.escape(title)}</b> {badge}<table style='{_STYLE}'>{cells}"
-            "</table></div>")
+        f"</th><td style='text-align:left;padding:2px 0'>{v}</td></tr>"
+        for k, v in rows
+    )
+    return f"<div><b>{html.escape(title)}</b> {badge}<table style='{_STYLE}'>{cells}</table></div>"
 
 
 def _badge(text: str, ok: bool | None) -> str:
     color = {True: "#1a7f37", False: "#cf222e", None: "#6e7781"}[ok]
-    return (f"<span style='background:{color};color:white;border-radius:8px;padding:0 6px;"
-            f"font-size:11px'>{html.escape(text)}</span>")
+    return (
+        f"<span style='background:{color};color:white;border-radius:8px;padding:0 6px;"
+        f"font-size:11px'>{html.escape(text)}</span>"
+    )
 
 
 def _when(seconds: float) -> str:
@@ -66,13 +68,18 @@ class ModelVersion:
     def _repr_html_(self) -> str:
         test = {None: "not tested", True: "passed", False: "failed"}[self.test_passed]
         badges = " ".join(_badge("@" + a, None) for a in self.aliases)
-        return _table(f"{self.name} v{self.version}", [
-            ("uri", html.escape(self.uri)), ("aliases", badges or "none"),
-            ("last test", _badge(test, self.test_passed)),
-            ("flavor / task", html.escape(f"{self.flavor} / {self.task}")),
-            ("run", html.escape(self.run_id)), ("registered", _when(self.created)),
-            ("data fingerprint", html.escape(self.fingerprint[:23] + "…")),
-        ])
+        return _table(
+            f"{self.name} v{self.version}",
+            [
+                ("uri", html.escape(self.uri)),
+                ("aliases", badges or "none"),
+                ("last test", _badge(test, self.test_passed)),
+                ("flavor / task", html.escape(f"{self.flavor} / {self.task}")),
+                ("run", html.escape(self.run_id)),
+                ("registered", _when(self.created)),
+                ("data fingerprint", html.escape(self.fingerprint[:23] + "…")),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -91,15 +98,22 @@ class TestReport:
     def _repr_html_(self) -> str:
         rows = []
         for check in self.checks.itertuples(index=False):
-            rows.append((str(check.check), f"{_badge('pass' if check.passed else 'FAIL', bool(check.passed))} "
-                         f"{html.escape(str(check.value))} "
-                         f"<span style='color:#6e7781'>{html.escape(str(check.threshold))}</span>"))
+            rows.append(
+                (
+                    str(check.check),
+                    f"{_badge('pass' if check.passed else 'FAIL', bool(check.passed))} "
+                    f"{html.escape(str(check.value))} "
+                    f"<span style='color:#6e7781'>{html.escape(str(check.threshold))}</span>",
+                )
+            )
         verdict = _badge("passed" if self.passed else "failed", self.passed)
         return _table(f"nd.test {self.name}/{self.version}", rows, verdict)
 
     def __repr__(self) -> str:
         state = "passed" if self.passed else "failed"
-        return f"<TestReport {self.name}/{self.version} {state}>\n{self.checks.to_string(index=False)}"
+        return (
+            f"<TestReport {self.name}/{self.version} {state}>\n{self.checks.to_string(index=False)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -132,11 +146,15 @@ class Deployment:
     def _repr_html_(self) -> str:
         state = self.status()
         live = state.get("status") == "ready"
-        return _table(f"deployment {self.name}", [
-            ("url", f"<code>{html.escape(self.url)}</code>"),
-            ("serves", html.escape(f"{self.ref} (version {state.get('model_version', '?')})")),
-            ("pid", str(self.pid)),
-            ("requests", str(state.get("requests", ""))),
-            ("predictions logged", str(state.get("predictions", ""))),
-            ("warnings", html.escape("; ".join(state.get("warnings", []))) or "none"),
-        ], _badge(state.get("status", "unknown"), live))
+        return _table(
+            f"deployment {self.name}",
+            [
+                ("url", f"<code>{html.escape(self.url)}</code>"),
+                ("serves", html.escape(f"{self.ref} (version {state.get('model_version', '?')})")),
+                ("pid", str(self.pid)),
+                ("requests", str(state.get("requests", ""))),
+                ("predictions logged", str(state.get("predictions", ""))),
+                ("warnings", html.escape("; ".join(state.get("warnings", []))) or "none"),
+            ],
+            _badge(state.get("status", "unknown"), live),
+        )

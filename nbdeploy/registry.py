@@ -80,7 +80,9 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
     if match is None:
         raise ModelNotFoundError(
             f"{ref!r} is not a model ref; write name@alias (churn@champion), name/version "
-            "(churn/3) or an MLflow URI (models:/churn@champion)", ref=str(ref))
+            "(churn/3) or an MLflow URI (models:/churn@champion)",
+            ref=str(ref),
+        )
     version = match["version"]
     return match["name"], int(version) if version else None, match["alias"]
 
@@ -108,11 +110,16 @@ def _not_found(name: str, version: int | None, alias: str | None) -> str:
     try:
         model = c.get_registered_model(name)
     except Exception:
-        return f"no registered model named {name!r}; register one with nd.register(model, {name!r}, X, y)"
+        return (
+            f"no registered model named {name!r}; "
+            f"register one with nd.register(model, {name!r}, X, y)"
+        )
     if alias is not None:
         known = ", ".join(sorted(model.aliases)) or "none yet"
-        return (f"{name!r} has no alias {alias!r} (aliases: {known}); "
-                f"set it with nd.promote('{name}/<version>', to={alias!r})")
+        return (
+            f"{name!r} has no alias {alias!r} (aliases: {known}); "
+            f"set it with nd.promote('{name}/<version>', to={alias!r})"
+        )
     latest = max((int(v.version) for v in c.search_model_versions(f"name='{name}'")), default=0)
     return f"{name!r} has no version {version} (latest is {latest})"
 
@@ -147,8 +154,16 @@ def model_names() -> list[str]:
 # -- register -------------------------------------------------------------------
 
 
-def register(model: Any, name: str, X: Any = None, y: Any = None, *, alias: str | None = None,
-             description: str | None = None, tags: dict[str, str] | None = None) -> ModelVersion:
+def register(
+    model: Any,
+    name: str,
+    X: Any = None,
+    y: Any = None,
+    *,
+    alias: str | None = None,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> ModelVersion:
     """Log ``model`` to MLflow and register a new version of ``name``.
 
     nbdeploy builds the signature from ``X`` (serving enforces it, so there is no
@@ -159,11 +174,15 @@ def register(model: Any, name: str, X: Any = None, y: Any = None, *, alias: str 
     from nbdeploy.schema import Schema, as_frame
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
-        raise RegistryError(f"{name!r} is not a usable model name; use letters, digits, "
-                            "'_', '-' and '.' (e.g. 'churn')")
+        raise RegistryError(
+            f"{name!r} is not a usable model name; use letters, digits, "
+            "'_', '-' and '.' (e.g. 'churn')"
+        )
     if X is None:
-        raise SignatureError("nd.register needs the training features X to build the "
-                             "signature that serving enforces: nd.register(model, name, X, y)")
+        raise SignatureError(
+            "nd.register needs the training features X to build the "
+            "signature that serving enforces: nd.register(model, name, X, y)"
+        )
     schema = Schema.infer(X)
     frame = as_frame(X, schema.names)
     flavor = flavors.detect(model)
@@ -172,7 +191,9 @@ def register(model: Any, name: str, X: Any = None, y: Any = None, *, alias: str 
         flavors.save(model, flavor, path, schema, frame.head(5))
         predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path)
         metadata = {
-            "format": 1, "name": name, "flavor": flavor,
+            "format": 1,
+            "name": name,
+            "flavor": flavor,
             **flavors.describe(model, flavor, y, predictions),
             "schema": schema.to_dict(),
             "example": _example(frame),
@@ -191,18 +212,27 @@ def register(model: Any, name: str, X: Any = None, y: Any = None, *, alias: str 
 
 def _example(frame: pd.DataFrame) -> dict[str, list[Any]]:
     head = frame.head(5)
-    return {str(c): [None if v is None or v != v else v for v in head[c].tolist()]
-            for c in head.columns}
+    return {
+        str(c): [None if v is None or v != v else v for v in head[c].tolist()] for c in head.columns
+    }
 
 
-def _log_and_register(name: str, path: Path, metadata: dict[str, Any], manifest_sha: str,
-                      description: str | None, user_tags: dict[str, str]) -> ModelVersion:
+def _log_and_register(
+    name: str,
+    path: Path,
+    metadata: dict[str, Any],
+    manifest_sha: str,
+    description: str | None,
+    user_tags: dict[str, str],
+) -> ModelVersion:
     c = client()
     lin = metadata["lineage"]
     run_tags = {
-        "mlflow.user": lin["user"], "mlflow.runName": f"register-{name}",
+        "mlflow.user": lin["user"],
+        "mlflow.runName": f"register-{name}",
         "mlflow.source.name": lin.get("notebook") or lin.get("script") or "",
-        TAG + "kind": "register", TAG + "fingerprint": metadata["fingerprint"],
+        TAG + "kind": "register",
+        TAG + "fingerprint": metadata["fingerprint"],
         TAG + "manifest_sha256": manifest_sha,
     }
     if lin.get("git_commit"):
@@ -225,14 +255,18 @@ def _log_and_register(name: str, path: Path, metadata: dict[str, Any], manifest_
         if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
             raise RegistryError(f"could not create registered model {name!r}: {exc}") from exc
     version_tags = {
-        TAG + "manifest_sha256": manifest_sha, TAG + "flavor": metadata["flavor"],
-        TAG + "task": metadata["task"], TAG + "fingerprint": metadata["fingerprint"],
-        TAG + "notebook": lin.get("notebook") or "", TAG + "git_commit": lin.get("git_commit") or "",
+        TAG + "manifest_sha256": manifest_sha,
+        TAG + "flavor": metadata["flavor"],
+        TAG + "task": metadata["task"],
+        TAG + "fingerprint": metadata["fingerprint"],
+        TAG + "notebook": lin.get("notebook") or "",
+        TAG + "git_commit": lin.get("git_commit") or "",
         **{str(k): str(v) for k, v in user_tags.items()},
     }
     source = f"{run.info.artifact_uri.rstrip('/')}/model"
-    mv = c.create_model_version(name, source=source, run_id=run_id, tags=version_tags,
-                                description=description)
+    mv = c.create_model_version(
+        name, source=source, run_id=run_id, tags=version_tags, description=description
+    )
     return _version(mv)
 
 
@@ -248,8 +282,9 @@ def _sha256(path: Path) -> str:
 
 
 def _write_manifest(path: Path) -> str:
-    files = {p.relative_to(path).as_posix(): _sha256(p)
-             for p in sorted(path.rglob("*")) if p.is_file()}
+    files = {
+        p.relative_to(path).as_posix(): _sha256(p) for p in sorted(path.rglob("*")) if p.is_file()
+    }
     _write_json(path / MANIFEST, {"sha256": files})
     return _sha256(path / MANIFEST)
 
@@ -260,21 +295,25 @@ def verify(path: Path, manifest_sha: str | None, *, what: str) -> None:
         raise IntegrityError(
             f"{what} was not registered by nbdeploy (no recorded artifact hashes), so it "
             "is not trusted; re-register it with nd.register, or opt in with "
-            "trust_unverified=True (NBDEPLOY_TRUST_UNVERIFIED=1) if you trust its source")
+            "trust_unverified=True (NBDEPLOY_TRUST_UNVERIFIED=1) if you trust its source"
+        )
     manifest = path / MANIFEST
     if not manifest.is_file() or _sha256(manifest) != manifest_sha:
-        raise IntegrityError(f"the artifact manifest of {what} was changed after registration; "
-                             "refusing to load it")
+        raise IntegrityError(
+            f"the artifact manifest of {what} was changed after registration; refusing to load it"
+        )
     expected = json.loads(manifest.read_text())["sha256"]
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
     present.discard(MANIFEST)
     if present != set(expected):
-        raise IntegrityError(f"files of {what} were added or removed after registration; "
-                             "refusing to load it")
+        raise IntegrityError(
+            f"files of {what} were added or removed after registration; refusing to load it"
+        )
     for rel, sha in expected.items():
         if _sha256(path / rel) != sha:
-            raise IntegrityError(f"{rel} of {what} does not match its registered sha256; "
-                                 "refusing to load it")
+            raise IntegrityError(
+                f"{rel} of {what} does not match its registered sha256; refusing to load it"
+            )
 
 
 def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
@@ -304,8 +343,10 @@ def _download(source: str, target: Path, what: str) -> None:
             import mlflow.artifacts
 
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=str(staging / "download"),
-                tracking_uri=config.settings().tracking_uri)
+                artifact_uri=source,
+                dst_path=str(staging / "download"),
+                tracking_uri=config.settings().tracking_uri,
+            )
             Path(local).rename(staging / "model")
         try:
             (staging / "model").rename(target)
@@ -333,8 +374,9 @@ def load_profile(ref: str | ModelVersion) -> dict[str, Any]:
 def record_test(mv: ModelVersion, passed: bool, summary: dict[str, Any]) -> None:
     c = client()
     c.set_model_version_tag(mv.name, str(mv.version), TAG + "test.passed", str(passed).lower())
-    c.set_model_version_tag(mv.name, str(mv.version), TAG + "test.report",
-                            json.dumps(summary, default=str)[:4900])
+    c.set_model_version_tag(
+        mv.name, str(mv.version), TAG + "test.report", json.dumps(summary, default=str)[:4900]
+    )
 
 
 def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
@@ -350,16 +392,19 @@ def alias_holder(name: str, alias: str) -> int | None:
         return None
 
 
-def promote(ref: str | ModelVersion, to: str = "champion", *, force: bool = False,
-            reason: str | None = None) -> ModelVersion:
+def promote(
+    ref: str | ModelVersion, to: str = "champion", *, force: bool = False, reason: str | None = None
+) -> ModelVersion:
     """Move alias ``to`` onto the version ``ref`` names, if its last ``nd.test`` passed."""
     mv = resolve(ref)
     if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or to.lower() == "latest":
         raise PromotionError(f"{to!r} is not a usable alias; use a word like 'champion'")
     if not force and mv.test_passed is not True:
         state = "never tested" if mv.test_passed is None else "failed its last nd.test"
-        raise PromotionError(f"{mv.name}/{mv.version} {state}; run nd.test on it first, or "
-                             "pass force=True to promote it anyway")
+        raise PromotionError(
+            f"{mv.name}/{mv.version} {state}; run nd.test on it first, or "
+            "pass force=True to promote it anyway"
+        )
     _move_alias(mv, to, action="promote", reason=reason or ("forced" if force else "test passed"))
     return resolve(f"{mv.name}/{mv.version}")
 
@@ -379,8 +424,9 @@ def rollback(name: str, alias: str = "champion") -> ModelVersion:
     while stack and stack[-1] == current:
         stack.pop()
     if not stack:
-        raise PromotionError(f"{name}@{alias} has no earlier holder to roll back to "
-                             f"(see nd.history({name!r}))")
+        raise PromotionError(
+            f"{name}@{alias} has no earlier holder to roll back to (see nd.history({name!r}))"
+        )
     mv = resolve(f"{name}/{stack[-1]}")
     _move_alias(mv, alias, action="rollback", reason=f"rollback from version {current}")
     return resolve(f"{name}/{mv.version}")
@@ -392,9 +438,15 @@ def _move_alias(mv: ModelVersion, alias: str, *, action: str, reason: str) -> No
     if previous == mv.version:
         return
     c.set_registered_model_alias(mv.name, alias, str(mv.version))
-    event = {"time": time.time(), "alias": alias, "from_version": previous,
-             "to_version": mv.version, "user": config.settings().user, "reason": reason,
-             "action": action}
+    event = {
+        "time": time.time(),
+        "alias": alias,
+        "from_version": previous,
+        "to_version": mv.version,
+        "user": config.settings().user,
+        "reason": reason,
+        "action": action,
+    }
     key = f"{TAG}history.{time.time_ns():020d}.{uuid.uuid4().hex[:6]}"
     c.set_registered_model_tag(mv.name, key, json.dumps(event))
 
@@ -413,8 +465,9 @@ def history(name: str) -> pd.DataFrame:
     import pandas as pd
 
     events = _history_events(name)
-    frame = pd.DataFrame(events, columns=["time", "alias", "from_version", "to_version", "user",
-                                          "reason", "action"])
+    frame = pd.DataFrame(
+        events, columns=["time", "alias", "from_version", "to_version", "user", "reason", "action"]
+    )
     frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
     for col in ("from_version", "to_version"):
         frame[col] = frame[col].astype("Int64")

@@ -23,7 +23,7 @@ def _chunks(data: Any, rows: int) -> tuple[Iterator[Any], int]:
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):
-        return (data.iloc[i:i + rows] for i in range(0, len(data), rows)), len(data)
+        return (data.iloc[i : i + rows] for i in range(0, len(data), rows)), len(data)
     path = Path(data)
     if not path.is_file():
         raise NbdeployError(f"{str(data)!r} is neither a DataFrame nor a readable file")
@@ -40,9 +40,15 @@ def _chunks(data: Any, rows: int) -> tuple[Iterator[Any], int]:
     raise NbdeployError(f"cannot read {path.name}: give a DataFrame, a .csv or a .parquet file")
 
 
-def score(ref: str, data: Any, *, output: str | os.PathLike[str] | None = None,
-          log: bool = True, chunk_rows: int | None = None) -> Any:
-    """Score ``data`` with ``ref``; returns a DataFrame, or writes ``output`` and returns its path."""
+def score(
+    ref: str,
+    data: Any,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    log: bool = True,
+    chunk_rows: int | None = None,
+) -> Any:
+    """Score ``data`` with ``ref``: a DataFrame back, or ``output`` written and its path back."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -59,8 +65,12 @@ def score(ref: str, data: Any, *, output: str | os.PathLike[str] | None = None,
     writer: Any = None
     parts = []
     try:
-        with tqdm(total=total, unit="rows", desc=f"scoring {model.name} v{model.version.version}",
-                  disable=total < rows) as bar:
+        with tqdm(
+            total=total,
+            unit="rows",
+            desc=f"scoring {model.name} v{model.version.version}",
+            disable=total < rows,
+        ) as bar:
             for chunk in chunks:
                 columns = model.schema.from_frame(chunk)
                 out = model.predict(columns)
@@ -71,10 +81,17 @@ def score(ref: str, data: Any, *, output: str | os.PathLike[str] | None = None,
                         result[f"proba_{cls}"] = out.proba[:, j]
                     result["score"] = out.proba.max(axis=1)
                 if log:
-                    record = Record(request_id=job, deployment="", model_name=model.name,
-                                    model_version=model.version.version, alias=model.alias,
-                                    role="batch", n_rows=len(chunk), latency_ms=0.0,
-                                    payload=Predictor._payload(model, columns, out))
+                    record = Record(
+                        request_id=job,
+                        deployment="",
+                        model_name=model.name,
+                        model_version=model.version.version,
+                        alias=model.alias,
+                        role="batch",
+                        n_rows=len(chunk),
+                        latency_ms=0.0,
+                        payload=Predictor._payload(model, columns, out),
+                    )
                     shared().append([record])
                     result["prediction_id"] = record.prediction_ids()
                 if tmp is not None and target is not None:
@@ -109,4 +126,3 @@ def _write(path: Path, frame: Any, writer: Any, *, csv: bool) -> Any:
         writer = pq.ParquetWriter(path, table.schema)
     writer.write_table(table)
     return writer
-

@@ -46,14 +46,17 @@ def test_the_spine_through_magics(shell):
     assert run(shell, "%deploy stop churn").result == ["churn"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("%deploy promote churn/1", "no registered model"),
-    ("%deploy register nothing --name churn --data X y", "no variable named 'nothing'"),
-    ("%deploy bogus", "invalid choice"),
-    ("%deploy test churn/1 --data X", "expected 2 arguments"),
-    ("%deploy serve churn/1 --split churn@b", "REF=FRACTION"),
-    ("%deploy stop", "name a deployment"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("%deploy promote churn/1", "no registered model"),
+        ("%deploy register nothing --name churn --data X y", "no variable named 'nothing'"),
+        ("%deploy bogus", "invalid choice"),
+        ("%deploy test churn/1 --data X", "expected 2 arguments"),
+        ("%deploy serve churn/1 --split churn@b", "REF=FRACTION"),
+        ("%deploy stop", "name a deployment"),
+    ],
+)
 def test_user_errors_are_one_line_usage_errors(shell, line, message):
     result = run(shell, line)
     assert isinstance(result.error_in_exec, UsageError)

@@ -20,9 +20,14 @@ def test_quickstart_runs_end_to_end(home: Path, tmp_path: Path) -> None:
     source = tmp_path / "quickstart.ipynb"
     shutil.copy(NOTEBOOKS / "quickstart.ipynb", source)
     output = tmp_path / "quickstart.out.ipynb"
-    papermill.execute_notebook(str(source), str(output), kernel_name=kernel_name(),
-                               parameters={"n_train": 1200, "batch_rows": 3000},
-                               cwd=str(tmp_path), progress_bar=False)
+    papermill.execute_notebook(
+        str(source),
+        str(output),
+        kernel_name=kernel_name(),
+        parameters={"n_train": 1200, "batch_rows": 3000},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
     cells = json.loads(output.read_text())["cells"]
     text = json.dumps(cells)
     assert '"output_type": "error"' not in text

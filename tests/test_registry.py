@@ -21,8 +21,12 @@ def test_register_builds_signature_including_categories(home, churn_data, churn_
     path = registry.fetch_model(mv)
     meta = json.loads((path / "nbdeploy.json").read_text())
     types = {c["name"]: c["type"] for c in meta["schema"]["columns"]}
-    assert types == {"tenure_months": "long", "monthly_charges": "double",
-                     "support_calls": "long", "contract": "string"}
+    assert types == {
+        "tenure_months": "long",
+        "monthly_charges": "double",
+        "support_calls": "long",
+        "contract": "string",
+    }
     assert meta["classes"] == ["no", "yes"]
     assert "signature:" in (path / "MLmodel").read_text()
     assert (path / "input_example.json").is_file()
@@ -47,26 +51,46 @@ def test_register_rejects_bad_name_and_unknown_objects(home, churn_data, churn_m
 
 def test_lineage_records_git_commit(home, churn_data, churn_models):
     subprocess.run(["git", "init", "-q"], check=True)
-    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
-                    "--allow-empty", "-m", "x"], check=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=a",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        check=True,
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     X, y, _, _ = churn_data
     mv = nd.register(churn_models[0], "churn", X, y)
     meta = json.loads((registry.fetch_model(mv) / "nbdeploy.json").read_text())
     assert meta["lineage"]["git_commit"] == commit
 
 
-@pytest.mark.parametrize("ref", ["churn/1", "churn@champion", "models:/churn/1",
-                                 "models:/churn@champion"])
+@pytest.mark.parametrize(
+    "ref", ["churn/1", "churn@champion", "models:/churn/1", "models:/churn@champion"]
+)
 def test_refs_resolve_in_every_form(champion, ref):
     assert registry.resolve(ref).version == 1
 
 
-@pytest.mark.parametrize("ref, message", [("churn/9", "no version 9"),
-                                          ("churn@nope", "no alias 'nope'"),
-                                          ("ghost/1", "no registered model"),
-                                          ("churn", "not a model ref")])
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("churn/9", "no version 9"),
+        ("churn@nope", "no alias 'nope'"),
+        ("ghost/1", "no registered model"),
+        ("churn", "not a model ref"),
+    ],
+)
 def test_bad_refs_say_what_is_wrong(champion, ref, message):
     with pytest.raises(nd.ModelNotFoundError, match=message):
         registry.resolve(ref)
@@ -78,7 +102,7 @@ def test_promote_needs_a_passing_test(home, churn_data, churn_models):
     with pytest.raises(nd.PromotionError, match="never tested"):
         nd.promote(mv)
     assert not nd.test(mv, X_test, y_test, min_score=0.999).passed
-    with pytest.raises(nd.PromotionError, match="failed its last nd.test"):
+    with pytest.raises(nd.PromotionError, match=r"failed its last nd\.test"):
         nd.promote(mv)
     assert nd.promote(mv, force=True).aliases == ("champion",)
     assert nd.history("churn")["reason"].tolist() == ["forced"]
@@ -94,8 +118,14 @@ def test_rollback_steps_back_one_holder_at_a_time(home, churn_data, churn_models
     with pytest.raises(nd.PromotionError, match="no earlier holder"):
         nd.rollback("churn")
     history = nd.history("churn")
-    assert list(history.columns[:6]) == ["time", "alias", "from_version", "to_version", "user",
-                                         "reason"]
+    assert list(history.columns[:6]) == [
+        "time",
+        "alias",
+        "from_version",
+        "to_version",
+        "user",
+        "reason",
+    ]
     assert history["to_version"].tolist() == [1, 2, 3, 2, 1]
     # a promotion after rollbacks starts a new line of holders
     nd.promote("churn/3", force=True)
@@ -117,7 +147,6 @@ def test_tampered_artifacts_are_refused(champion, home):
         registry.fetch_model(champion)
 
 
-
 def test_models_trained_on_arrays_register_and_predict(home):
     from sklearn.linear_model import LinearRegression
 
@@ -131,8 +160,6 @@ def test_models_trained_on_arrays_register_and_predict(home):
     model = load(mv)
     out = model.predict(model.schema.from_frame(X[:4]))
     np.testing.assert_allclose(out.predictions, y[:4], atol=1e-9)
-
-
 
 
 def test_custom_pyfunc_model_registers_and_serves(home):

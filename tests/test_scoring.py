@@ -15,7 +15,9 @@ def test_score_dataframe_matches_the_model_and_is_logged(champion, churn_data, c
     assert scored["prediction"].tolist() == churn_models[0].predict(X_test).tolist()
     assert {"proba_no", "proba_yes", "score", "prediction_id"} <= set(scored.columns)
     logged = nd.logs("churn", role="batch")
-    assert len(logged) == len(X_test) and set(logged["prediction_id"]) == set(scored["prediction_id"])
+    assert len(logged) == len(X_test) and set(logged["prediction_id"]) == set(
+        scored["prediction_id"]
+    )
     assert (logged["alias"] == "champion").all()
 
 

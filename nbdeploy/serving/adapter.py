@@ -23,9 +23,17 @@ from nbdeploy.schema import Schema
 
 #: Final estimators whose ``predict`` is exactly ``classes_[argmax(predict_proba)]``:
 #: for them one ``predict_proba`` call gives both outputs (half the work per batch).
-_ARGMAX_EXACT = {"LogisticRegression", "RandomForestClassifier", "ExtraTreesClassifier",
-                 "DecisionTreeClassifier", "ExtraTreeClassifier", "GradientBoostingClassifier",
-                 "HistGradientBoostingClassifier", "GaussianNB", "MultinomialNB"}
+_ARGMAX_EXACT = {
+    "LogisticRegression",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "DecisionTreeClassifier",
+    "ExtraTreeClassifier",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+    "GaussianNB",
+    "MultinomialNB",
+}
 
 # sklearn warns on every call when a frame-fitted estimator gets an array; the
 # warm-up proves the array path gives identical results before it is used.
@@ -48,9 +56,10 @@ class LoadedModel:
         self.schema = Schema.from_dict(self.meta["schema"])
         self.classes: list[Any] | None = self.meta.get("classes")
         self.flavor = self.meta["flavor"]
-        self.warnings = [f"{name} {then} at registration, {now} here"
-                         for name, (then, now) in lineage.mismatches(
-                             self.meta["lineage"]["packages"]).items()]
+        self.warnings = [
+            f"{name} {then} at registration, {now} here"
+            for name, (then, now) in lineage.mismatches(self.meta["lineage"]["packages"]).items()
+        ]
         if self.flavor == "sklearn":
             import mlflow.sklearn
 
@@ -78,14 +87,17 @@ class LoadedModel:
             self.argmax = np.array_equal(plain, self.predict(example).predictions)
         reference = self.predict(example)
         if self.flavor == "sklearn" and self.schema.numeric:
-            matrix = np.column_stack([np.asarray(example[c], dtype=np.float64)
-                                      for c in self.schema.names])
+            matrix = np.column_stack(
+                [np.asarray(example[c], dtype=np.float64) for c in self.schema.names]
+            )
             self.matrix_ok = True
             try:
                 fast = self.predict(matrix)
                 self.matrix_ok = np.array_equal(fast.predictions, reference.predictions) and (
-                    fast.proba is None or np.allclose(fast.proba, reference.proba,
-                                                      rtol=0, atol=0))
+                    np.array_equal(fast.proba, reference.proba)
+                    if fast.proba is not None and reference.proba is not None
+                    else fast.proba is reference.proba
+                )
             except Exception:
                 self.matrix_ok = False
 
@@ -111,8 +123,9 @@ class LoadedModel:
                 proba = np.asarray(self.model.predict_proba(features))
                 return Output(self.classes_array[proba.argmax(axis=1)], proba)
             predictions = np.asarray(self.model.predict(features))
-            proba = np.asarray(self.model.predict_proba(features)) if self.has_proba else None
-            return Output(predictions, proba)
+            if not self.has_proba:
+                return Output(predictions)
+            return Output(predictions, np.asarray(self.model.predict_proba(features)))
         if isinstance(features, np.ndarray):
             features = self.frame(features)
         return Output(as_vector(self.model.predict(features)))

@@ -63,8 +63,13 @@ class Predictor:
         self.scheduled = False
         self.stats = {"batches": 0, "predictions": 0, "batch_rows_max": 0}
 
-    async def submit(self, inputs: np.ndarray | dict[str, Any], n_rows: int,
-                     started: float, request_id: str | None = None) -> Answer:
+    async def submit(
+        self,
+        inputs: np.ndarray | dict[str, Any],
+        n_rows: int,
+        started: float,
+        request_id: str | None = None,
+    ) -> Answer:
         loop = asyncio.get_running_loop()
         item = Pending(inputs, n_rows, started, loop.create_future())
         if request_id:
@@ -84,14 +89,30 @@ class Predictor:
         for item, out in zip(batch, outputs, strict=True):
             if isinstance(out, BaseException):
                 continue
-            record = Record(request_id=item.request_id, deployment=self.deployment,
-                            model_name=model.name, model_version=model.version.version,
-                            alias=model.alias, role="served", n_rows=item.n_rows,
-                            latency_ms=(done - item.started) * 1000.0,
-                            payload=self._payload(model, item.inputs, out))
+            record = Record(
+                request_id=item.request_id,
+                deployment=self.deployment,
+                model_name=model.name,
+                model_version=model.version.version,
+                alias=model.alias,
+                role="served",
+                n_rows=item.n_rows,
+                latency_ms=(done - item.started) * 1000.0,
+                payload=self._payload(model, item.inputs, out),
+            )
             records.append(record)
-            answers.append((item, Answer(_jsonable(out.predictions), record.prediction_ids(),
-                                         model.version.version, out.proba, model.classes)))
+            answers.append(
+                (
+                    item,
+                    Answer(
+                        _jsonable(out.predictions),
+                        record.prediction_ids(),
+                        model.version.version,
+                        out.proba,
+                        model.classes,
+                    ),
+                )
+            )
         try:
             if records:
                 self.log.append(records)
@@ -107,8 +128,9 @@ class Predictor:
                 item.future.set_result(answer)
         self.stats["batches"] += 1
         self.stats["predictions"] += sum(item.n_rows for item, _ in answers)
-        self.stats["batch_rows_max"] = max(self.stats["batch_rows_max"],
-                                           sum(item.n_rows for item in batch))
+        self.stats["batch_rows_max"] = max(
+            self.stats["batch_rows_max"], sum(item.n_rows for item in batch)
+        )
 
     def _predict(self, model: LoadedModel, batch: list[Pending]) -> list[Output | BaseException]:
         """One predict for the whole batch; on failure, isolate the request that broke it."""
@@ -116,22 +138,32 @@ class Predictor:
             out = model.predict(_concat(batch, model))
         except Exception:
             if len(batch) == 1:
-                return [SchemaError("the model could not score these rows; check the values "
-                                    "against what it was trained on")]
+                return [
+                    SchemaError(
+                        "the model could not score these rows; check the values "
+                        "against what it was trained on"
+                    )
+                ]
             return [self._predict(model, [item])[0] for item in batch]
         results: list[Output | BaseException] = []
         start = 0
         for item in batch:
             stop = start + item.n_rows
-            results.append(Output(out.predictions[start:stop],
-                                  None if out.proba is None else out.proba[start:stop]))
+            results.append(
+                Output(
+                    out.predictions[start:stop],
+                    None if out.proba is None else out.proba[start:stop],
+                )
+            )
             start = stop
         return results
 
     @staticmethod
     def _payload(model: LoadedModel, inputs: np.ndarray | dict[str, Any], out: Output) -> bytes:
-        body: dict[str, Any] = {"columns": model.schema.names,
-                                "predictions": _jsonable(out.predictions)}
+        body: dict[str, Any] = {
+            "columns": model.schema.names,
+            "predictions": _jsonable(out.predictions),
+        }
         if isinstance(inputs, np.ndarray):
             body["data"] = inputs
         else:
@@ -146,11 +178,15 @@ def _concat(batch: list[Pending], model: LoadedModel) -> np.ndarray | dict[str, 
     if len(batch) == 1:
         return batch[0].inputs
     if all(isinstance(item.inputs, np.ndarray) for item in batch):
-        return np.concatenate([item.inputs for item in batch])  # type: ignore[misc]
+        return np.concatenate(
+            [item.inputs for item in batch if isinstance(item.inputs, np.ndarray)]
+        )
     columns: dict[str, Any] = {}
     for j, name in enumerate(model.schema.names):
-        parts = [item.inputs[:, j] if isinstance(item.inputs, np.ndarray) else item.inputs[name]
-                 for item in batch]
+        parts = [
+            item.inputs[:, j] if isinstance(item.inputs, np.ndarray) else item.inputs[name]
+            for item in batch
+        ]
         columns[name] = np.concatenate(parts)
     return columns
 
@@ -163,8 +199,14 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
 class AliasFollower(threading.Thread):
     """Polls the registry; on an alias move, loads and warms up, then swaps."""
 
-    def __init__(self, predictor: Predictor, name: str, alias: str, every: float,
-                 trust_unverified: bool = False) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        name: str,
+        alias: str,
+        every: float,
+        trust_unverified: bool = False,
+    ) -> None:
         super().__init__(name="nbdeploy-alias-follower", daemon=True)
         self.predictor, self.model_name, self.alias = predictor, name, alias
         self.every, self.trust = every, trust_unverified
@@ -184,8 +226,10 @@ class AliasFollower(threading.Thread):
                 fresh.alias = self.alias
                 self.predictor.current = fresh  # one reference swap; batches read it once
                 self.last_error = None
-                print(f"nbdeploy: {self.model_name}@{self.alias} now serves version {holder}",
-                      flush=True)
+                print(
+                    f"nbdeploy: {self.model_name}@{self.alias} now serves version {holder}",
+                    flush=True,
+                )
             except NbdeployError as exc:
                 self.last_error = str(exc)
                 print(f"nbdeploy: alias follow failed: {exc}", flush=True)

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from nbdeploy.models import Deployment
 
 
-def _call(url: str, body: bytes | None = None, token: str | None = None,
-          timeout: float = 60.0) -> Any:
+def _call(
+    url: str, body: bytes | None = None, token: str | None = None, timeout: float = 60.0
+) -> Any:
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
     if body is not None:
         request.add_header("Content-Type", "application/json")
@@ -36,8 +37,9 @@ def _call(url: str, body: bytes | None = None, token: str | None = None,
         message = error.get("message") if isinstance(error, dict) else str(error)
         raise DeploymentError(f"the server answered {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise DeploymentError(f"cannot reach the server at {url}: {exc}; is it running? "
-                              "(see nd.deployments())") from None
+        raise DeploymentError(
+            f"cannot reach the server at {url}: {exc}; is it running? (see nd.deployments())"
+        ) from None
 
 
 def health(url: str) -> bool:
@@ -72,6 +74,11 @@ def predict(dep: Deployment, X: Any) -> pd.DataFrame:
 
     answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
     index = X.index if isinstance(X, pd.DataFrame) else None
-    return pd.DataFrame({"prediction": answer["predictions"],
-                         "prediction_id": answer["prediction_ids"],
-                         "model_version": int(answer["model_version"])}, index=index)
+    return pd.DataFrame(
+        {
+            "prediction": answer["predictions"],
+            "prediction_id": answer["prediction_ids"],
+            "model_version": int(answer["model_version"]),
+        },
+        index=index,
+    )

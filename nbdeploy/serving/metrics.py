@@ -18,8 +18,11 @@ class Metrics:
         self.observed = 0
 
     def observe(self, path: str, status: int, seconds: float) -> None:
-        route = path if path in ("/invocations", "/feedback") else (
-            "/v2/infer" if path.endswith("/infer") else "other")
+        route = (
+            path
+            if path in ("/invocations", "/feedback")
+            else ("/v2/infer" if path.endswith("/infer") else "other")
+        )
         self.requests[(route, status)] += 1
         if route != "other":
             self.buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
@@ -30,31 +33,41 @@ class Metrics:
         self.errors[code] += 1
 
     def counts(self) -> dict[str, int]:
-        return {"requests": sum(n for (route, _), n in self.requests.items() if route != "other"),
-                "rejected": sum(self.errors.values())}
+        return {
+            "requests": sum(n for (route, _), n in self.requests.items() if route != "other"),
+            "rejected": sum(self.errors.values()),
+        }
 
     def render(self, model: Any, stats: dict[str, int]) -> str:
-        lines = ["# HELP nbdeploy_requests_total HTTP requests by route and status.",
-                 "# TYPE nbdeploy_requests_total counter"]
+        lines = [
+            "# HELP nbdeploy_requests_total HTTP requests by route and status.",
+            "# TYPE nbdeploy_requests_total counter",
+        ]
         for (route, status), n in sorted(self.requests.items()):
             lines.append(f'nbdeploy_requests_total{{route="{route}",status="{status}"}} {n}')
-        lines += ["# HELP nbdeploy_rejected_total Rejected requests by error code.",
-                  "# TYPE nbdeploy_rejected_total counter"]
+        lines += [
+            "# HELP nbdeploy_rejected_total Rejected requests by error code.",
+            "# TYPE nbdeploy_rejected_total counter",
+        ]
         for code, n in sorted(self.errors.items()):
             lines.append(f'nbdeploy_rejected_total{{code="{code}"}} {n}')
-        lines += ["# HELP nbdeploy_request_seconds Time to answer prediction requests.",
-                  "# TYPE nbdeploy_request_seconds histogram"]
+        lines += [
+            "# HELP nbdeploy_request_seconds Time to answer prediction requests.",
+            "# TYPE nbdeploy_request_seconds histogram",
+        ]
         running = 0
         for bound, n in zip((*_BUCKETS, float("inf")), self.buckets, strict=True):
             running += n
             label = "+Inf" if bound == float("inf") else repr(bound)
             lines.append(f'nbdeploy_request_seconds_bucket{{le="{label}"}} {running}')
-        lines += [f"nbdeploy_request_seconds_sum {self.seconds:.6f}",
-                  f"nbdeploy_request_seconds_count {self.observed}",
-                  "# TYPE nbdeploy_predictions_total counter",
-                  f"nbdeploy_predictions_total {stats['predictions']}",
-                  "# TYPE nbdeploy_batches_total counter",
-                  f"nbdeploy_batches_total {stats['batches']}",
-                  "# TYPE nbdeploy_model_version gauge",
-                  f'nbdeploy_model_version{{model="{model.name}"}} {model.version.version}']
+        lines += [
+            f"nbdeploy_request_seconds_sum {self.seconds:.6f}",
+            f"nbdeploy_request_seconds_count {self.observed}",
+            "# TYPE nbdeploy_predictions_total counter",
+            f"nbdeploy_predictions_total {stats['predictions']}",
+            "# TYPE nbdeploy_batches_total counter",
+            f"nbdeploy_batches_total {stats['batches']}",
+            "# TYPE nbdeploy_model_version gauge",
+            f'nbdeploy_model_version{{model="{model.name}"}} {model.version.version}',
+        ]
         return "\n".join(lines) + "\n"

@@ -66,48 +66,86 @@ def _tail(path: Path, lines: int = 12) -> str:
     return "\n".join(text[-lines:])
 
 
-def serve(ref: str, *, name: str | None = None, port: int = 0, host: str = "127.0.0.1",
-          token: str | None = None, shadow: Any = (), split: Any = None,
-          threshold: float | None = None, fallback: Any = None,
-          trust_unverified: bool = False) -> Deployment:
+def serve(
+    ref: str,
+    *,
+    name: str | None = None,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    shadow: Any = (),
+    split: Any = None,
+    threshold: float | None = None,
+    fallback: Any = None,
+    trust_unverified: bool = False,
+) -> Deployment:
     """Start a model server in the background and wait until it answers."""
     from nbdeploy import registry
 
     if shadow or split or threshold is not None or fallback is not None:
-        raise NbdeployError("shadow, split, threshold and fallback are not available yet in "
-                            "this version of nbdeploy; serve the champion alone for now")
+        raise NbdeployError(
+            "shadow, split, threshold and fallback are not available yet in "
+            "this version of nbdeploy; serve the champion alone for now"
+        )
     mv = registry.resolve(ref)  # a wrong ref fails here, in the notebook, not in a child
     name = name or mv.name
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise DeploymentError(f"{name!r} is not a usable deployment name")
     existing = _read_state(name)
     if existing and _alive(existing["pid"]):
-        raise DeploymentError(f"deployment {name!r} is already running at {existing['url']}; "
-                              f"stop it with nd.stop({name!r}) or pass another name=")
+        raise DeploymentError(
+            f"deployment {name!r} is already running at {existing['url']}; "
+            f"stop it with nd.stop({name!r}) or pass another name="
+        )
     config.ensure_home()
     state, log_path = _state_path(name), config.settings().deployments_dir / f"{name}.log"
     state.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "nbdeploy.cli", "serve", ref, "--name", name,
-               "--host", host, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "nbdeploy.cli",
+        "serve",
+        ref,
+        "--name",
+        name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if trust_unverified:
         command.append("--trust-unverified")
     env = config.child_env(NBDEPLOY_TOKEN=token or "")
     with log_path.open("wb") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        child = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     _children[name] = child
     deadline = time.monotonic() + config.settings().start_timeout_s
     while time.monotonic() < deadline:
         info = _read_state(name)
         if info and info.get("pid") == child.pid:
-            return Deployment(name=name, ref=ref, url=info["url"], pid=child.pid,
-                              version=info.get("version"), token=token)
+            return Deployment(
+                name=name,
+                ref=ref,
+                url=info["url"],
+                pid=child.pid,
+                version=info.get("version"),
+                token=token,
+            )
         if child.poll() is not None:
             raise DeploymentError(f"the server for {ref} did not start:\n{_tail(log_path)}")
         time.sleep(0.02)
     _kill(child.pid)
-    raise DeploymentError(f"the server for {ref} did not answer within "
-                          f"{config.settings().start_timeout_s:.0f} s:\n{_tail(log_path)}")
+    raise DeploymentError(
+        f"the server for {ref} did not answer within "
+        f"{config.settings().start_timeout_s:.0f} s:\n{_tail(log_path)}"
+    )
 
 
 def stop(name: str | None = None, *, all: bool = False) -> list[str]:
@@ -157,8 +195,16 @@ def deployments() -> pd.DataFrame:
         if _alive(info["pid"]):
             probe = client.health(info["url"])
             status = "running" if probe else "unresponsive"
-        rows.append({"name": info["name"], "ref": info["ref"], "version": version,
-                     "url": info["url"], "pid": info["pid"], "status": status})
+        rows.append(
+            {
+                "name": info["name"],
+                "ref": info["ref"],
+                "version": version,
+                "url": info["url"],
+                "pid": info["pid"],
+                "status": status,
+            }
+        )
     return pd.DataFrame(rows, columns=["name", "ref", "version", "url", "pid", "status"])
 
 
@@ -166,12 +212,25 @@ def deployment(name: str) -> Deployment:
     info = _read_state(name)
     if info is None:
         raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
-    return Deployment(name=name, ref=info["ref"], url=info["url"], pid=info["pid"],
-                      version=info.get("version"), token=config.settings().token)
+    return Deployment(
+        name=name,
+        ref=info["ref"],
+        url=info["url"],
+        pid=info["pid"],
+        version=info.get("version"),
+        token=config.settings().token,
+    )
 
 
-def run(ref: str, *, name: str | None = None, host: str = "127.0.0.1", port: int = 0,
-        token: str | None = None, trust_unverified: bool = False) -> None:
+def run(
+    ref: str,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    trust_unverified: bool = False,
+) -> None:
     """Serve ``ref`` in the foreground until interrupted (``nbdeploy serve``)."""
     import uvicorn
 
@@ -192,8 +251,14 @@ def run(ref: str, *, name: str | None = None, host: str = "127.0.0.1", port: int
     if alias:
         follower = AliasFollower(predictor, model.name, alias, s.alias_poll_s, trust_unverified)
         follower.start()
-    app = App(predictor, token=token if token is not None else s.token, follower=follower,
-              max_body_bytes=s.max_body_bytes, max_rows=s.max_rows, ref=ref)
+    app = App(
+        predictor,
+        token=token if token is not None else s.token,
+        follower=follower,
+        max_body_bytes=s.max_body_bytes,
+        max_rows=s.max_rows,
+        ref=ref,
+    )
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -204,18 +269,34 @@ def run(ref: str, *, name: str | None = None, host: str = "127.0.0.1", port: int
     real_port = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
     config.ensure_home()
-    state = {"name": name, "ref": ref, "url": url, "pid": os.getpid(), "host": host,
-             "port": real_port, "version": model.version.version, "started": time.time(),
-             "log": str(s.deployments_dir / f"{name}.log")}
+    state = {
+        "name": name,
+        "ref": ref,
+        "url": url,
+        "pid": os.getpid(),
+        "host": host,
+        "port": real_port,
+        "version": model.version.version,
+        "started": time.time(),
+        "log": str(s.deployments_dir / f"{name}.log"),
+    }
     tmp = _state_path(name).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, _state_path(name))
     print(f"nbdeploy: serving {ref} (version {model.version.version}) at {url}", flush=True)
     try:
         loop = "uvloop" if _has("uvloop") else "asyncio"
-        server = uvicorn.Server(uvicorn.Config(app, loop=loop, http="httptools", lifespan="off",
-                                               access_log=False, log_level="warning",
-                                               timeout_graceful_shutdown=5))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                loop=loop,
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+            )
+        )
         server.run(sockets=[sock])
     finally:
         if follower:
