@@ -47,6 +47,15 @@ _LAZY = {
     "feedback": "nbdeploy.auditlog",
     "score": "nbdeploy.scoring",
     "drift": "nbdeploy.drift",
+    "run_job": "nbdeploy.runner",
+    "jobs": "nbdeploy.runner",
+    "schedule": "nbdeploy.scheduler",
+    "audit": "nbdeploy.auditing",
+    "JobRun": "nbdeploy.models",
+    "AuditRecord": "nbdeploy.models",
+    "compare": "nbdeploy.compare",
+    "retire": "nbdeploy.compare",
+    "Comparison": "nbdeploy.models",
     "ModelVersion": "nbdeploy.models",
     "TestReport": "nbdeploy.models",
     "Deployment": "nbdeploy.models",
@@ -55,11 +64,14 @@ _LAZY = {
 
 __all__ = [
     "AuditLogError",
+    "AuditRecord",
+    "Comparison",
     "ConfigError",
     "Deployment",
     "DeploymentError",
     "DriftReport",
     "IntegrityError",
+    "JobRun",
     "ModelNotFoundError",
     "ModelVersion",
     "NbdeployError",
@@ -68,15 +80,21 @@ __all__ = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "audit",
+    "compare",
     "deployments",
     "drift",
     "feedback",
     "history",
+    "jobs",
     "load_ipython_extension",
     "logs",
     "promote",
     "register",
+    "retire",
     "rollback",
+    "run_job",
+    "schedule",
     "score",
     "serve",
     "stop",
@@ -84,11 +102,22 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from nbdeploy.auditing import audit
     from nbdeploy.auditlog import feedback, logs
+    from nbdeploy.compare import compare, retire
     from nbdeploy.drift import DriftReport, drift
     from nbdeploy.gate import test
-    from nbdeploy.models import Deployment, ModelVersion, TestReport
+    from nbdeploy.models import (
+        AuditRecord,
+        Comparison,
+        Deployment,
+        JobRun,
+        ModelVersion,
+        TestReport,
+    )
     from nbdeploy.registry import history, promote, register, rollback
+    from nbdeploy.runner import jobs, run_job
+    from nbdeploy.scheduler import schedule
     from nbdeploy.scoring import score
     from nbdeploy.serving.process import deployments, serve, stop
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from nbdeploy.exceptions import NbdeployError
 
@@ -28,6 +30,24 @@ def _parser() -> argparse.ArgumentParser:
         "(or set NBDEPLOY_TOKEN, which keeps it out of ps)",
     )
     serve.add_argument(
+        "--shadow",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="also score every request with REF, off the response path",
+    )
+    serve.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="REF=FRACTION",
+        help="answer FRACTION of requests with REF (sticky per X-Routing-Key)",
+    )
+    serve.add_argument(
+        "--threshold", type=float, help="below this top-class probability, answer with --fallback"
+    )
+    serve.add_argument("--fallback", help="a value, a model ref, or 'abstain' (default)")
+    serve.add_argument(
         "--trust-unverified",
         action="store_true",
         help="load a version that was not registered through nbdeploy",
@@ -36,16 +56,53 @@ def _parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="stop a deployment")
     stop.add_argument("name", nargs="?")
     stop.add_argument("--all", action="store_true")
+    job = sub.add_parser(
+        "job",
+        help="run a parameterized notebook (a bare name: a packaged one)",
+        epilog="example: nbdeploy job retrain -p model_name churn -p data new.csv -p target churn",
+    )
+    job.add_argument("notebook")
+    job.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="typed as papermill types it",
+    )
+    job.add_argument("--timeout", type=float, help="seconds, for the whole job")
+    job.add_argument("--kernel")
+    job.add_argument("--output", help="executed notebook path")
+    scheduler = sub.add_parser("scheduler", help="run the embedded job scheduler")
+    scheduler.add_argument("--once", action="store_true", help="run what is due, then exit")
+    scheduler.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
+    export = sub.add_parser("export", help="a scheduled job as cron/Kubernetes/Airflow")
+    export.add_argument("target", choices=["airflow", "cron", "kubernetes"])
+    export.add_argument("job", help="the name given to nd.schedule")
+    export.add_argument("--image", default="nbdeploy:latest", help="image (kubernetes)")
+    export.add_argument("-o", "--output", help="write to this file instead of stdout")
     demo = sub.add_parser("demo", help="run the quickstart end to end, headless")
     demo.add_argument("--requests", type=int, default=500, help="requests to send")
     return parser
+
+
+def _splits(items: list[str]) -> dict[str, float]:
+    split = {}
+    for item in items:
+        ref, _, fraction = item.rpartition("=")
+        try:
+            split[ref] = float(fraction)
+        except ValueError:
+            raise NbdeployError(f"--split takes REF=FRACTION, not {item!r}") from None
+    return split
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            from nbdeploy.serving.process import run
+            from nbdeploy.serving.server import run
 
             run(
                 args.ref,
@@ -53,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 host=args.host,
                 port=args.port,
                 token=args.token,
+                shadow=args.shadow,
+                split=_splits(args.split),
+                threshold=args.threshold,
+                fallback=args.fallback,
                 trust_unverified=args.trust_unverified,
             )
         elif args.command == "list":
@@ -65,6 +126,33 @@ def main(argv: list[str] | None = None) -> int:
             if not args.all and not args.name:
                 raise NbdeployError("name a deployment or pass --all")
             print("stopped:", ", ".join(stop(args.name, all=args.all)) or "nothing")
+        elif args.command == "job":
+            from nbdeploy.runner import run_job, typed
+
+            params = {k: typed(v) for k, v in args.parameter}
+            done = run_job(
+                args.notebook, params, output=args.output, timeout=args.timeout, kernel=args.kernel
+            )
+            print(f"{done.status}: {done.output_path} (run {done.run_id})")
+            print(done.error or json.dumps(done.results, default=str))
+            return 0 if done.succeeded else 1
+        elif args.command == "scheduler":
+            from nbdeploy.scheduler import loop
+
+            loop(interval=args.interval, once=args.once)
+        elif args.command == "export":
+            from nbdeploy import scheduler as sched
+
+            if args.target == "airflow":
+                text = sched.export_airflow(args.job)
+            elif args.target == "cron":
+                text = sched.export_cron(args.job)
+            else:
+                text = sched.export_kubernetes(args.job, image=args.image)
+            if args.output:
+                Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+            else:
+                print(text)
         elif args.command == "demo":
             from nbdeploy.demo import main as demo
 

@@ -14,7 +14,8 @@ Every message says what went wrong and what to do about it. The magics turn any
      ├── IntegrityError         artifact hashes do not match what nd.register wrote
      ├── SchemaError            input does not match the model's signature (also ValueError)
      ├── DeploymentError        a server failed to start, or a name is taken
-     └── AuditLogError          the prediction log cannot be read or written
+     ├── AuditLogError          the prediction log cannot be read or written
+     └── JobError               a job or schedule is malformed (also ValueError)
 """
 
 from __future__ import annotations
@@ -77,3 +78,7 @@ class DeploymentError(NbdeployError):
 
 class AuditLogError(NbdeployError):
     """The prediction log could not be written or read."""
+
+
+class JobError(NbdeployError, ValueError):
+    """A job cannot run as asked: unknown notebook, parameter, kernel or schedule."""

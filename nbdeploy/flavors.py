@@ -80,6 +80,8 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
 
     signature = ModelSignature(inputs=schema.to_mlflow())
     example_input: Any = example.to_numpy() if schema.positional else example
+    if flavor != "sklearn" and not schema.positional:
+        example_input = schema.as_published(example)
     kwargs: dict[str, Any] = {
         "signature": signature,
         "input_example": example_input,
@@ -121,7 +123,7 @@ def training_outputs(
         import mlflow.pyfunc
 
         loaded = mlflow.pyfunc.load_model(str(path))
-        return as_vector(loaded.predict(frame)), None
+        return as_vector(loaded.predict(schema.as_published(frame))), None
     except Exception as exc:
         raise RegistryError(
             f"the model could not predict on X ({type(exc).__name__}: {exc}); "

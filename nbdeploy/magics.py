@@ -26,6 +26,8 @@ examples:
   %deploy rollback churn
   %deploy score churn@champion big_batch_df --output scored.parquet
   %deploy stop churn
+  %deploy job retrain -p model_name churn -p data new.csv -p target churn
+  %deploy audit 3f2a9c0d1e2b4a5f6c7d-0
 """
 
 
@@ -126,6 +128,16 @@ def _parser() -> _Parser:
     p.add_argument("labels", metavar="LABELS_VAR")
 
     p = add(
+        "compare",
+        "champion and challengers side by side, with a verdict",
+        "%deploy compare churn",
+    )
+    p.add_argument("name")
+
+    p = add("retire", "take a challenger out of running deployments", "%deploy retire churn/7")
+    p.add_argument("ref")
+
+    p = add(
         "score",
         "batch-score a DataFrame or a CSV/Parquet file",
         "%deploy score churn@champion big_df --output scored.parquet",
@@ -133,6 +145,54 @@ def _parser() -> _Parser:
     p.add_argument("ref")
     p.add_argument("data", metavar="DATA_VAR_OR_PATH")
     p.add_argument("--output")
+
+    p = add(
+        "audit",
+        "lineage, explanation and integrity of one prediction",
+        "%deploy audit 3f2a9c0d1e2b4a5f6c7d-0",
+    )
+    p.add_argument("prediction_id", metavar="PREDICTION_ID")
+
+    p = add(
+        "job",
+        "run a parameterized notebook with papermill (a bare name: packaged)",
+        "%deploy job retrain -p model_name churn -p data new.csv -p target churn",
+    )
+    p.add_argument("notebook", metavar="NOTEBOOK")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="typed as papermill types it",
+    )
+    p.add_argument("--timeout", type=float, metavar="S", help="bounds the whole job")
+    p.add_argument("--kernel", metavar="K")
+    p.add_argument("--output", metavar="PATH")
+
+    add("jobs", "recorded job runs, newest first", "%deploy jobs")
+
+    p = add(
+        "schedule",
+        "run a notebook on a schedule (with `nbdeploy scheduler`)",
+        "%deploy schedule retrain --every 1d -p model_name churn",
+    )
+    p.add_argument("notebook", metavar="NOTEBOOK")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--every", metavar="INTERVAL", help="30m, 6h, 1d")
+    when.add_argument("--cron", metavar="EXPR", help="'*/5 * * * *'")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="typed as papermill types it",
+    )
+    p.add_argument("--name")
     return parser
 
 
@@ -243,6 +303,30 @@ class DeployMagics(Magics):
     def _feedback(self, a: argparse.Namespace) -> Any:
         return nd.feedback(a.name, self._var(a.ids), self._var(a.labels))
 
+    def _compare(self, a: argparse.Namespace) -> Any:
+        return nd.compare(a.name)
+
+    def _retire(self, a: argparse.Namespace) -> Any:
+        return nd.retire(a.ref)
+
     def _score(self, a: argparse.Namespace) -> Any:
         data = self.shell.user_ns.get(a.data, a.data)  # type: ignore[union-attr]
         return nd.score(a.ref, data, output=a.output)
+
+    def _audit(self, a: argparse.Namespace) -> Any:
+        return nd.audit(a.prediction_id)
+
+    def _job(self, a: argparse.Namespace) -> Any:
+        from nbdeploy.runner import typed
+
+        params = {k: typed(v) for k, v in a.parameter}
+        return nd.run_job(a.notebook, params, output=a.output, timeout=a.timeout, kernel=a.kernel)
+
+    def _jobs(self, a: argparse.Namespace) -> Any:
+        return nd.jobs()
+
+    def _schedule(self, a: argparse.Namespace) -> Any:
+        from nbdeploy.runner import typed
+
+        params = {k: typed(v) for k, v in a.parameter}
+        return nd.schedule(a.notebook, every=a.every, cron=a.cron, parameters=params, name=a.name)

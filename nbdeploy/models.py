@@ -117,6 +117,55 @@ class TestReport:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """Champion and challengers of one deployment, side by side (``nd.compare``)."""
+
+    name: str
+    champion_version: int
+    champion_alias: str | None
+    metric: str
+    #: one row per model: version, role, rows, agreement, latency, fallback rate,
+    #: the metric on labelled rows with its 95% interval, and the verdict
+    table: pd.DataFrame = field(repr=False)
+    #: share of each predicted value (or decile) per model
+    distributions: pd.DataFrame = field(repr=False)
+    #: challenger version -> "challenger is better" / "... worse" / "not yet known (...)"
+    verdicts: dict[int, str] = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        def number(value: Any, digits: int = 3) -> str:
+            return "–" if value is None or value != value else f"{value:.{digits}f}"
+
+        head = ("<tr>" + "".join(f"<th style='padding:2px 8px'>{h}</th>" for h in (
+            "version", "role", "rows", "agreement", "p50 ms", "fallback", self.metric,
+            "95% CI", "verdict")) + "</tr>")
+        body = []
+        for r in self.table.itertuples(index=False):
+            verdict = str(r.verdict)
+            ok = True if "better" in verdict else False if "worse" in verdict else None
+            body.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in (
+                f"v{r.model_version}", html.escape(str(r.role)), r.rows, number(r.agreement),
+                number(r.latency_ms_p50, 2), number(r.fallback_rate),
+                number(getattr(r, self.metric)),
+                f"[{number(r.ci_low)}, {number(r.ci_high)}]",
+                _badge(verdict, ok) if verdict != "reference" else "reference")) + "</tr>")
+        bars = []
+        for value, shares in self.distributions.iterrows():
+            cells = "".join(
+                f"<td style='padding:1px 6px'><div style='background:#0969da;height:9px;"
+                f"width:{100 * share:.0f}px;display:inline-block'></div> {100 * share:.0f}%</td>"
+                for share in shares)
+            bars.append(f"<tr><th style='text-align:left;padding:1px 6px'>"
+                        f"{html.escape(str(value))}</th>{cells}</tr>")
+        dist_head = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.distributions.columns)
+        return (f"<div><b>compare {html.escape(self.name)}</b> (champion v{self.champion_version})"
+                f"<table style='{_STYLE}'>{head}{''.join(body)}</table>"
+                f"<div style='margin-top:6px;color:#555'>prediction distribution</div>"
+                f"<table style='{_STYLE}'><tr><th></th>{dist_head}</tr>{''.join(bars)}</table>"
+                "</div>")
+
+
+@dataclass(frozen=True)
 class Deployment:
     """A running (or stopped) model server."""
 
@@ -157,4 +206,163 @@ class Deployment:
                 ("warnings", html.escape("; ".join(state.get("warnings", []))) or "none"),
             ],
             _badge(state.get("status", "unknown"), live),
+        )
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a parameterized notebook (``nd.run_job``), recorded as an MLflow run."""
+
+    run_id: str
+    notebook: str
+    #: ``"succeeded"`` or ``"failed"`` (a timeout is a failure).
+    status: str
+    #: The executed notebook (kept on failure too, marked where it stopped).
+    output_path: str | None
+    #: Which cell failed and why; None on success.
+    error: str | None
+    #: What the notebook reported with ``nbdeploy.runner.report``.
+    results: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    kernel: str = ""
+    started: float = 0.0
+    duration_s: float = 0.0
+    #: Model versions the job registered (``name/version``).
+    produced: tuple[str, ...] = ()
+    failed_cell: int | None = None
+    #: The schedule's name when the scheduler started it.
+    name: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def _repr_html_(self) -> str:
+        results = ", ".join(f"{k}={v!r}" for k, v in self.results.items())
+        params = ", ".join(f"{k}={v!r}" for k, v in self.parameters.items())
+        return _table(
+            f"job {self.name or self.notebook.rsplit('/', 1)[-1]}",
+            [
+                ("run", html.escape(self.run_id)),
+                ("parameters", html.escape(params) or "none"),
+                ("results", html.escape(results) or "none"),
+                ("produced", html.escape(", ".join(self.produced)) or "nothing"),
+                (
+                    "error",
+                    f"<span style='color:#cf222e'>{html.escape(self.error)}</span>"
+                    if self.error
+                    else "none",
+                ),
+                ("executed notebook", f"<code>{html.escape(self.output_path or '')}</code>"),
+                ("kernel", html.escape(self.kernel)),
+                ("started", _when(self.started)),
+                ("duration", f"{self.duration_s:.1f} s"),
+            ],
+            _badge(self.status, self.succeeded),
+        )
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A recurring job stored for the embedded scheduler (``nd.schedule``)."""
+
+    name: str
+    notebook: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    every_s: float | None = None
+    cron: str | None = None
+    cwd: str = ""
+    timeout: float | None = None
+    kernel: str | None = None
+    created: float = 0.0
+    #: Next scheduled time (epoch seconds) after now.
+    next_run: float = 0.0
+
+    @property
+    def when(self) -> str:
+        return f"cron {self.cron}" if self.cron else f"every {self.every_s:g} s"
+
+    def _repr_html_(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.parameters.items())
+        return _table(
+            f"scheduled job {self.name}",
+            [
+                ("notebook", f"<code>{html.escape(self.notebook)}</code>"),
+                ("when", html.escape(self.when)),
+                ("parameters", html.escape(params) or "none"),
+                ("next run", _when(self.next_run)),
+                (
+                    "runs",
+                    "with <code>nbdeploy scheduler</code> (or "
+                    "<code>nbdeploy.scheduler.start()</code>)",
+                ),
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """Everything known about one logged prediction (``nd.audit``)."""
+
+    prediction_id: str
+    timestamp: float
+    model_name: str
+    model_version: int
+    #: The alias the answering version held at that time (from the promotion history).
+    alias: str | None
+    #: The MLflow run that registered the version.
+    run_id: str
+    data_fingerprint: str
+    training_notebook: str | None
+    inputs: dict[str, Any]
+    output: Any
+    #: Per-feature contributions (``feature -> value``), largest magnitude first.
+    explanation: dict[str, float]
+    #: The audit log's hash chain checks out for this prediction's record.
+    verified: bool
+    role: str = ""
+    request_id: str = ""
+    #: Class probabilities when the model gives them.
+    proba: dict[str, float] | None = None
+    #: How the explanation was computed ("linear", "baseline-substitution", "shap").
+    explanation_method: str = ""
+    #: Re-scoring the logged input with the recorded version gives the logged output.
+    reproduced: bool | None = None
+    #: The job run that trained the version, if a job did.
+    job_run_id: str | None = None
+    git_commit: str | None = None
+    lineage: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _repr_html_(self) -> str:
+        inputs = ", ".join(f"{k}={v!r}" for k, v in self.inputs.items())
+        top = list(self.explanation.items())[:8]
+        bars = "".join(f"<div><code>{html.escape(k)}</code> {v:+.4g}</div>" for k, v in top)
+        reproduced = {None: "not checked", True: "yes", False: "NO"}[self.reproduced]
+        return _table(
+            f"audit {self.prediction_id}",
+            [
+                ("time", _when(self.timestamp)),
+                (
+                    "model",
+                    html.escape(
+                        f"{self.model_name} v{self.model_version}"
+                        + (f" @{self.alias}" if self.alias else "")
+                    ),
+                ),
+                ("role", html.escape(self.role)),
+                ("inputs", html.escape(inputs)),
+                (
+                    "output",
+                    html.escape(repr(self.output))
+                    + (f" {html.escape(repr(self.proba))}" if self.proba else ""),
+                ),
+                ("explanation", f"{bars}<i>{html.escape(self.explanation_method)}</i>"),
+                ("reproduces", _badge(reproduced, self.reproduced)),
+                ("registered by run", html.escape(self.run_id)),
+                ("training notebook", html.escape(self.training_notebook or "unknown")),
+                ("job run", html.escape(self.job_run_id or "none")),
+                ("git commit", html.escape(self.git_commit or "none")),
+                ("data fingerprint", html.escape(self.data_fingerprint)),
+            ],
+            _badge("log verified" if self.verified else "LOG TAMPERED", self.verified),
         )

@@ -91,6 +91,16 @@ class Schema:
         return MlflowSchema([ColSpec(kinds[c.type], c.name, required=not c.nullable)
                              for c in self.columns])
 
+    def as_published(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` in the types the MLflow signature states (integers as float, text as
+        object): pyfunc models enforce the signature themselves and refuse int64 for
+        double, or a category column for string.
+        """
+        published = {"long": "float64", "string": "object"}
+        casts = {c.name: published[c.type] for c in self.columns
+                 if c.type in published and c.name in frame}
+        return frame.astype(casts) if casts else frame
+
     # -- enforcing -----------------------------------------------------------
 
     def from_frame(self, data: Any) -> dict[str, Any]:

@@ -42,8 +42,27 @@ warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 @dataclass
 class Output:
+    """A model's answer for some rows; the fallback fields are set when a policy applied."""
+
     predictions: np.ndarray
     proba: np.ndarray | None = None
+    #: Per row: did a confidence policy replace the model's prediction?
+    fallback: np.ndarray | None = None
+    reasons: np.ndarray | None = None
+    #: The model's own predictions when ``predictions`` holds fallbacks.
+    raw: np.ndarray | None = None
+
+    def rows(self, start: int, stop: int) -> Output:
+        def cut(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[start:stop]
+
+        return Output(
+            self.predictions[start:stop],
+            cut(self.proba),
+            cut(self.fallback),
+            cut(self.reasons),
+            cut(self.raw),
+        )
 
 
 class LoadedModel:
@@ -110,7 +129,11 @@ class LoadedModel:
 
     def features(self, inputs: np.ndarray | dict[str, Any]) -> Any:
         """What the model's predict takes: a float matrix when proven equal, else a frame."""
-        if isinstance(inputs, np.ndarray) and (self.matrix_ok or self.schema.positional):
+        if isinstance(inputs, np.ndarray) and self.matrix_ok:
+            # column-major, as a DataFrame's values are: BLAS then sums in the same
+            # order and the results match the DataFrame path bit for bit
+            return np.asfortranarray(inputs)
+        if isinstance(inputs, np.ndarray) and self.schema.positional:
             return inputs
         if self.schema.positional:
             return np.column_stack([inputs[c] for c in self.schema.names])
@@ -128,7 +151,7 @@ class LoadedModel:
             return Output(predictions, np.asarray(self.model.predict_proba(features)))
         if isinstance(features, np.ndarray):
             features = self.frame(features)
-        return Output(as_vector(self.model.predict(features)))
+        return Output(as_vector(self.model.predict(self.schema.as_published(features))))
 
 
 def load(ref: str | ModelVersion, *, trust_unverified: bool = False) -> LoadedModel:

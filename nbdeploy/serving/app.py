@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from nbdeploy.exceptions import AuditLogError, SchemaError
 from nbdeploy.serving import wire
 from nbdeploy.serving.batching import AliasFollower, Predictor
 from nbdeploy.serving.metrics import Metrics
+from nbdeploy.serving.routing import Router, ShadowRunner, retire
 
 _JSON = [(b"content-type", b"application/json")]
 _OPEN = {"/health", "/ping", "/v2/health/live"}
@@ -42,8 +44,13 @@ class App:
 
     def __init__(self, predictor: Predictor, *, token: str | None = None,
                  follower: AliasFollower | None = None, max_body_bytes: int,
-                 max_rows: int, ref: str = "") -> None:
+                 max_rows: int, ref: str = "", router: Router | None = None,
+                 shadows: ShadowRunner | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.predictor = predictor
+        self.router = router or Router(predictor, [])
+        self.shadows = shadows
+        self.on_change = on_change
         self.token = f"Bearer {token}".encode() if token else None
         self.follower = follower
         self.max_body, self.max_rows = max_body_bytes, max_rows
@@ -113,6 +120,9 @@ class App:
         if path == "/feedback":
             _allow(method, "POST")
             return await self._feedback(scope, receive)
+        if path == "/admin/retire":
+            _allow(method, "POST")
+            return await self._retire(scope, receive)
         if path.startswith("/v2/models/"):
             return await self._oip(scope, receive, path, started)
         raise HttpError("not_found", f"no route {path}; see /invocations, /v2/models/"
@@ -128,7 +138,24 @@ class App:
                 "predictions": self.predictor.stats["predictions"],
                 "warnings": model.warnings + ([f"alias follow: {self.follower.last_error}"]
                                               if self.follower and self.follower.last_error
-                                              else [])}
+                                              else []),
+                "split": {ref: {"version": p.current.version.version, "fraction": fraction}
+                          for ref, p, fraction in self.router.splits},
+                "shadow": {s.ref: {"version": s.current.version.version, "failures": s.failures}
+                           for s in (self.shadows.shadows if self.shadows else [])},
+                "shadow_stats": dict(self.shadows.stats) if self.shadows else {},
+                "policy": self.predictor.policy.describe() if self.predictor.policy else None}
+
+    async def _retire(self, scope: dict[str, Any],
+                      receive: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        data = parse_json(await self._body(scope, receive))
+        if not isinstance(data, dict) or not isinstance(data.get("ref"), str):
+            raise HttpError("bad_request", 'send {"ref": "name@alias or name/version"}')
+        if not retire(self.router, self.shadows, data["ref"]):
+            raise HttpError("not_found", "that model is not a challenger of this deployment")
+        if self.on_change is not None:
+            self.on_change()
+        return 200, orjson.dumps({"retired": data["ref"]}), _JSON
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
         for key, value in scope["headers"]:
@@ -170,11 +197,17 @@ class App:
         out: dict[str, Any] = {"predictions": answer.predictions,
                                "prediction_ids": answer.prediction_ids,
                                "model_version": str(answer.version)}
+        if answer.fallback is not None:
+            out["fallback"] = answer.fallback
+            out["fallback_reason"] = answer.reasons
         return 200, orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), _JSON
 
     async def _submit(self, inputs: Any, n: int, started: float, scope: dict[str, Any]) -> Any:
+        key = None
+        if self.router.splits:
+            key = next((v for k, v in scope["headers"] if k == b"x-routing-key"), None)
         try:
-            return await self.predictor.submit(inputs, n, started)
+            return await self.router.choose(key).submit(inputs, n, started)
         except SchemaError as exc:
             raise HttpError(exc.code, str(exc)) from None
         except AuditLogError:

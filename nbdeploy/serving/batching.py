@@ -18,16 +18,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
-from nbdeploy.auditlog import AuditLog, Record
+from nbdeploy.auditlog import AuditLog, Record, encode_payload
 from nbdeploy.exceptions import AuditLogError, NbdeployError, SchemaError
 from nbdeploy.serving.adapter import LoadedModel, Output, load
 
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+if TYPE_CHECKING:
+    from nbdeploy.serving.routing import Policy, ShadowRunner
+
 
 
 @dataclass
@@ -46,19 +47,34 @@ class Answer:
     version: int
     proba: Any = None
     classes: list[Any] | None = None
+    fallback: list[bool] | None = None
+    reasons: list[str | None] | None = None
 
 
 def _jsonable(array: np.ndarray) -> Any:
-    return array.tolist() if array.dtype.kind == "O" else array
+    # orjson serializes numeric and bool arrays natively, not object or text arrays
+    return array.tolist() if array.dtype.kind in "OUS" else array
 
 
 class Predictor:
     """Gathers requests into micro-batches for the current model version."""
 
-    def __init__(self, deployment: str, model: LoadedModel, log: AuditLog) -> None:
+    def __init__(
+        self,
+        deployment: str,
+        model: LoadedModel,
+        log: AuditLog,
+        *,
+        policy: Policy | None = None,
+        shadows: ShadowRunner | None = None,
+    ) -> None:
         self.deployment = deployment
         self.current = model
         self.log = log
+        #: Confidence threshold and fallback applied to this model's answers.
+        self.policy = policy
+        #: Gets every answered batch after its responses are released.
+        self.shadows = shadows
         self.pending: list[Pending] = []
         self.scheduled = False
         self.stats = {"batches": 0, "predictions": 0, "batch_rows_max": 0}
@@ -110,6 +126,8 @@ class Predictor:
                         model.version.version,
                         out.proba,
                         model.classes,
+                        None if out.fallback is None else out.fallback.tolist(),
+                        None if out.reasons is None else out.reasons.tolist(),
                     ),
                 )
             )
@@ -126,6 +144,8 @@ class Predictor:
         for item, answer in answers:
             if not item.future.done():
                 item.future.set_result(answer)
+        if self.shadows is not None and answers:
+            self.shadows.offer([(item.inputs, item.request_id, item.n_rows) for item, _ in answers])
         self.stats["batches"] += 1
         self.stats["predictions"] += sum(item.n_rows for item, _ in answers)
         self.stats["batch_rows_max"] = max(
@@ -135,7 +155,10 @@ class Predictor:
     def _predict(self, model: LoadedModel, batch: list[Pending]) -> list[Output | BaseException]:
         """One predict for the whole batch; on failure, isolate the request that broke it."""
         try:
-            out = model.predict(_concat(batch, model))
+            inputs = _concat(batch, model)
+            out = model.predict(inputs)
+            if self.policy is not None:
+                out = self.policy.apply(out, inputs)
         except Exception:
             if len(batch) == 1:
                 return [
@@ -148,14 +171,8 @@ class Predictor:
         results: list[Output | BaseException] = []
         start = 0
         for item in batch:
-            stop = start + item.n_rows
-            results.append(
-                Output(
-                    out.predictions[start:stop],
-                    None if out.proba is None else out.proba[start:stop],
-                )
-            )
-            start = stop
+            results.append(out.rows(start, start + item.n_rows))
+            start += item.n_rows
         return results
 
     @staticmethod
@@ -171,24 +188,28 @@ class Predictor:
         if out.proba is not None:
             body["proba"] = out.proba
             body["classes"] = model.classes
-        return orjson.dumps(body, option=_NUMPY)
+        if out.fallback is not None and out.reasons is not None and out.raw is not None:
+            body["fallback"] = out.fallback
+            body["fallback_reason"] = out.reasons.tolist()
+            body["model_prediction"] = _jsonable(out.raw)
+        return encode_payload(body)
 
 
 def _concat(batch: list[Pending], model: LoadedModel) -> np.ndarray | dict[str, Any]:
-    if len(batch) == 1:
-        return batch[0].inputs
-    if all(isinstance(item.inputs, np.ndarray) for item in batch):
-        return np.concatenate(
-            [item.inputs for item in batch if isinstance(item.inputs, np.ndarray)]
-        )
-    columns: dict[str, Any] = {}
-    for j, name in enumerate(model.schema.names):
-        parts = [
-            item.inputs[:, j] if isinstance(item.inputs, np.ndarray) else item.inputs[name]
-            for item in batch
-        ]
-        columns[name] = np.concatenate(parts)
-    return columns
+    return concat([item.inputs for item in batch], model.schema.names)
+
+
+def concat(parts: list[np.ndarray | dict[str, Any]], names: list[str]) -> Any:
+    """Join the inputs of several requests: one matrix if all are matrices, else columns."""
+    if len(parts) == 1:
+        return parts[0]
+    matrices = [p for p in parts if isinstance(p, np.ndarray)]
+    if len(matrices) == len(parts):
+        return np.concatenate(matrices)
+    return {
+        name: np.concatenate([p[:, j] if isinstance(p, np.ndarray) else p[name] for p in parts])
+        for j, name in enumerate(names)
+    }
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
@@ -201,7 +222,7 @@ class AliasFollower(threading.Thread):
 
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: Any,
         name: str,
         alias: str,
         every: float,

@@ -42,6 +42,11 @@ def _call(
         ) from None
 
 
+def call(url: str, payload: Any, token: str | None = None) -> Any:
+    """POST a JSON object to a deployment route."""
+    return _call(url, orjson.dumps(payload), token)
+
+
 def health(url: str) -> bool:
     try:
         return _call(url + "/health", timeout=2.0).get("status") == "ready"
@@ -74,11 +79,12 @@ def predict(dep: Deployment, X: Any) -> pd.DataFrame:
 
     answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
     index = X.index if isinstance(X, pd.DataFrame) else None
-    return pd.DataFrame(
-        {
-            "prediction": answer["predictions"],
-            "prediction_id": answer["prediction_ids"],
-            "model_version": int(answer["model_version"]),
-        },
-        index=index,
-    )
+    columns = {
+        "prediction": answer["predictions"],
+        "prediction_id": answer["prediction_ids"],
+        "model_version": int(answer["model_version"]),
+    }
+    if "fallback" in answer:
+        columns["fallback"] = answer["fallback"]
+        columns["fallback_reason"] = answer["fallback_reason"]
+    return pd.DataFrame(columns, index=index)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config
-from nbdeploy.exceptions import DeploymentError, NbdeployError
+from nbdeploy.exceptions import DeploymentError
 from nbdeploy.models import Deployment
 
 if TYPE_CHECKING:
@@ -39,6 +38,19 @@ def _read_state(name: str) -> dict[str, Any] | None:
         return json.loads(_state_path(name).read_text())
     except (OSError, ValueError):
         return None
+
+
+def write_state(name: str, state: dict[str, Any]) -> None:
+    """Atomically (re)write a deployment's state file."""
+    tmp = _state_path(name).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, _state_path(name))
+
+
+def clear_state(name: str, pid: int) -> None:
+    info = _read_state(name)
+    if info and info.get("pid") == pid:
+        _state_path(name).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -82,12 +94,16 @@ def serve(
     """Start a model server in the background and wait until it answers."""
     from nbdeploy import registry
 
-    if shadow or split or threshold is not None or fallback is not None:
-        raise NbdeployError(
-            "shadow, split, threshold and fallback are not available yet in "
-            "this version of nbdeploy; serve the champion alone for now"
-        )
+    refs = [ref, *shadow, *(split or {})]
+    if fallback is not None and isinstance(fallback, str) and fallback != "abstain":
+        from nbdeploy.serving.server import is_model_ref
+
+        refs += [fallback] if is_model_ref(fallback) else []
     mv = registry.resolve(ref)  # a wrong ref fails here, in the notebook, not in a child
+    for other in refs[1:]:
+        registry.resolve(other)
+    if threshold is not None and not 0 < threshold <= 1:
+        raise DeploymentError("threshold is a probability: give a number in (0, 1]")
     name = name or mv.name
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise DeploymentError(f"{name!r} is not a usable deployment name")
@@ -115,6 +131,14 @@ def serve(
     ]
     if trust_unverified:
         command.append("--trust-unverified")
+    if isinstance(shadow, str):
+        shadow = (shadow,)
+    for other in shadow:
+        command += ["--shadow", other]
+    for other, fraction in (split or {}).items():
+        command += ["--split", f"{other}={float(fraction)}"]
+    if threshold is not None:
+        command += ["--threshold", str(float(threshold)), "--fallback", json.dumps(fallback)]
     env = config.child_env(NBDEPLOY_TOKEN=token or "")
     with log_path.open("wb") as log:
         child = subprocess.Popen(
@@ -220,93 +244,3 @@ def deployment(name: str) -> Deployment:
         version=info.get("version"),
         token=config.settings().token,
     )
-
-
-def run(
-    ref: str,
-    *,
-    name: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    token: str | None = None,
-    trust_unverified: bool = False,
-) -> None:
-    """Serve ``ref`` in the foreground until interrupted (``nbdeploy serve``)."""
-    import uvicorn
-
-    from nbdeploy import registry
-    from nbdeploy.auditlog import AuditLog
-    from nbdeploy.serving.adapter import load
-    from nbdeploy.serving.app import App
-    from nbdeploy.serving.batching import AliasFollower, Predictor
-
-    s = config.settings()
-    model = load(ref, trust_unverified=trust_unverified)
-    name = name or model.name
-    for warning in model.warnings:
-        print(f"nbdeploy: package mismatch: {warning}", flush=True)
-    predictor = Predictor(name, model, AuditLog())
-    _, _, alias = registry.parse_ref(ref)
-    follower = None
-    if alias:
-        follower = AliasFollower(predictor, model.name, alias, s.alias_poll_s, trust_unverified)
-        follower.start()
-    app = App(
-        predictor,
-        token=token if token is not None else s.token,
-        follower=follower,
-        max_body_bytes=s.max_body_bytes,
-        max_rows=s.max_rows,
-        ref=ref,
-    )
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise DeploymentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
-    real_port = sock.getsockname()[1]
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
-    config.ensure_home()
-    state = {
-        "name": name,
-        "ref": ref,
-        "url": url,
-        "pid": os.getpid(),
-        "host": host,
-        "port": real_port,
-        "version": model.version.version,
-        "started": time.time(),
-        "log": str(s.deployments_dir / f"{name}.log"),
-    }
-    tmp = _state_path(name).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, _state_path(name))
-    print(f"nbdeploy: serving {ref} (version {model.version.version}) at {url}", flush=True)
-    try:
-        loop = "uvloop" if _has("uvloop") else "asyncio"
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                loop=loop,
-                http="httptools",
-                lifespan="off",
-                access_log=False,
-                log_level="warning",
-                timeout_graceful_shutdown=5,
-            )
-        )
-        server.run(sockets=[sock])
-    finally:
-        if follower:
-            follower.stopped.set()
-        info = _read_state(name)
-        if info and info.get("pid") == os.getpid():
-            _state_path(name).unlink(missing_ok=True)
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None

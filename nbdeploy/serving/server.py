@@ -1,0 +1,217 @@
+"""``nbdeploy serve``: assemble one deployment and run it in the foreground.
+
+Loads (and verifies) every model the deployment needs: the one that answers,
+canary challengers, shadows and a fallback model; starts their alias followers;
+binds the port; writes the state file ``nd.serve`` waits for; runs uvicorn.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from nbdeploy import config, registry
+from nbdeploy.auditlog import AuditLog
+from nbdeploy.exceptions import DeploymentError, ModelNotFoundError
+from nbdeploy.serving.adapter import LoadedModel, load
+from nbdeploy.serving.app import App
+from nbdeploy.serving.batching import AliasFollower, Predictor
+from nbdeploy.serving.process import clear_state, write_state
+from nbdeploy.serving.routing import ABSTAIN, Policy, Router, Shadow, ShadowRunner
+
+
+def parse_fallback(value: Any) -> Any:
+    """A fallback as given on the command line: JSON scalars typed, else the text."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def is_model_ref(value: Any) -> bool:
+    if not isinstance(value, str) or value == ABSTAIN:
+        return False
+    try:
+        registry.parse_ref(value)
+    except ModelNotFoundError:
+        return False
+    return True
+
+
+class Deployment:
+    """Everything one server runs, and the state file that describes it."""
+
+    def __init__(
+        self,
+        ref: str,
+        *,
+        name: str | None,
+        shadow: list[str],
+        split: dict[str, float],
+        threshold: float | None,
+        fallback: Any,
+        trust_unverified: bool,
+    ) -> None:
+        s = config.settings()
+        self.trust = trust_unverified
+        self.followers: list[AliasFollower] = []
+        self.log = AuditLog(background_checkpoints=True)
+        model = self._load(ref)
+        self.name = name or model.name
+        self.ref = ref
+        self.policy = self._policy(model, threshold, fallback)
+        shadows = [Shadow(r, self._load(r, like=model)) for r in shadow]
+        self.runner = ShadowRunner(self.name, shadows, model.schema.names) if shadows else None
+        self.primary = self._predictor(ref, model)
+        if sum(split.values()) > 1 or any(f <= 0 for f in split.values()):
+            raise DeploymentError("split fractions must be positive and sum to at most 1")
+        self.router = Router(
+            self.primary,
+            [(r, self._predictor(r, self._load(r, like=model)), f) for r, f in split.items()],
+        )
+        for slot in shadows:
+            slot.follower = self._follow(slot, slot.ref)
+        if self.runner is not None:
+            self.runner.start()
+        self.poll_s = s.alias_poll_s
+
+    def _load(self, ref: str, like: LoadedModel | None = None) -> LoadedModel:
+        model = load(ref, trust_unverified=self.trust)
+        if like is not None and model.schema.names != like.schema.names:
+            raise DeploymentError(
+                f"{ref} takes columns {model.schema.names}, but the "
+                f"deployment's model takes {like.schema.names}"
+            )
+        for warning in model.warnings:
+            print(f"nbdeploy: {ref}: package mismatch: {warning}", flush=True)
+        return model
+
+    def _policy(self, model: LoadedModel, threshold: float | None, fallback: Any) -> Policy | None:
+        if threshold is None:
+            return None
+        if not 0 < threshold <= 1:
+            raise DeploymentError("threshold is a probability: give a number in (0, 1]")
+        if not model.has_proba:
+            raise DeploymentError(
+                f"{model.name} gives no class probabilities, so a confidence "
+                "threshold cannot apply; serve it without threshold"
+            )
+        fallback = parse_fallback(fallback if fallback is not None else ABSTAIN)
+        if is_model_ref(fallback):
+            return Policy(threshold, fallback, self._load(fallback, like=model))
+        return Policy(threshold, fallback)
+
+    def _predictor(self, ref: str, model: LoadedModel) -> Predictor:
+        predictor = Predictor(self.name, model, self.log, policy=self.policy, shadows=self.runner)
+        self._follow(predictor, ref)
+        return predictor
+
+    def _follow(self, target: Any, ref: str) -> AliasFollower | None:
+        _, _, alias = registry.parse_ref(ref)
+        if not alias:
+            return None
+        follower = AliasFollower(
+            target, target.current.name, alias, config.settings().alias_poll_s, self.trust
+        )
+        follower.start()
+        self.followers.append(follower)
+        return follower
+
+    def state(self, url: str, host: str, port: int) -> dict[str, Any]:
+        s = config.settings()
+        return {
+            "name": self.name,
+            "ref": self.ref,
+            "url": url,
+            "pid": os.getpid(),
+            "host": host,
+            "port": port,
+            "version": self.primary.current.version.version,
+            "started": time.time(),
+            "log": str(s.deployments_dir / f"{self.name}.log"),
+            "shadow": [slot.ref for slot in (self.runner.shadows if self.runner else [])],
+            "split": {r: f for r, _, f in self.router.splits},
+            "policy": self.policy.describe() if self.policy else None,
+        }
+
+
+def run(
+    ref: str,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    shadow: list[str] | tuple[str, ...] = (),
+    split: dict[str, float] | None = None,
+    threshold: float | None = None,
+    fallback: Any = None,
+    trust_unverified: bool = False,
+) -> None:
+    """Serve ``ref`` in the foreground until interrupted."""
+    import uvicorn
+
+    s = config.settings()
+    dep = Deployment(
+        ref,
+        name=name,
+        shadow=list(shadow),
+        split=dict(split or {}),
+        threshold=threshold,
+        fallback=fallback,
+        trust_unverified=trust_unverified,
+    )
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise DeploymentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    real_port = sock.getsockname()[1]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
+    config.ensure_home()
+
+    def publish() -> None:
+        write_state(dep.name, dep.state(url, host, real_port))
+
+    primary_follower = next((f for f in dep.followers if f.predictor is dep.primary), None)
+    app = App(
+        dep.primary,
+        token=token if token is not None else s.token,
+        follower=primary_follower,
+        max_body_bytes=s.max_body_bytes,
+        max_rows=s.max_rows,
+        ref=ref,
+        router=dep.router,
+        shadows=dep.runner,
+        on_change=publish,
+    )
+    publish()
+    print(
+        f"nbdeploy: serving {ref} (version {dep.primary.current.version.version}) at {url}",
+        flush=True,
+    )
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    try:
+        uvicorn.Server(
+            uvicorn.Config(
+                app,
+                loop=loop,
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+            )
+        ).run(sockets=[sock])
+    finally:
+        for follower in dep.followers:
+            follower.stopped.set()
+        clear_state(dep.name, os.getpid())

@@ -1,0 +1,162 @@
+"""Several models on one deployment: shadows, canary split, fallbacks, compare, retire."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import httpx
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbdeploy as nd
+from nbdeploy.serving.client import split_payload
+
+
+class Sleepy(mlflow.pyfunc.PythonModel):
+    """A shadow that takes half a second per batch."""
+
+    def predict(self, context, model_input, params=None):
+        time.sleep(0.5)
+        return np.array(["yes"] * len(model_input))
+
+
+class Broken(mlflow.pyfunc.PythonModel):
+    """Fine on the training data, broken on the traffic of the test (many support calls)."""
+
+    def predict(self, context, model_input, params=None):
+        if (model_input["support_calls"] > 12).any():
+            raise RuntimeError("broken shadow")
+        return np.array(["no"] * len(model_input))
+
+
+def post(dep, frame, **headers):
+    response = httpx.post(dep.url + "/invocations", content=split_payload(frame),
+                          headers={"Content-Type": "application/json", **headers}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def two_versions(champion, churn_data, churn_models):
+    X, y, _, _ = churn_data
+    weak = nd.register(churn_models[1], "churn", X, y)
+    return nd.promote(weak, to="challenger", force=True)
+
+
+def test_slow_and_failing_shadows_never_touch_responses(champion, churn_data):
+    X, y, X_test, _ = churn_data
+    nd.register(Sleepy(), "churn", X, y)
+    nd.register(Broken(), "churn", X, y)
+    plain = nd.serve("churn/1", name="plain")
+    shadowed = nd.serve("churn/1", name="shadowed", shadow=["churn/2", "churn/3"])
+    rows = X_test.head(40).assign(support_calls=20)
+    timings, answers = [], []
+    for i in range(20):
+        frame = rows.iloc[[i]]
+        start = time.perf_counter()
+        answers.append(post(shadowed, frame)["predictions"][0])
+        timings.append(time.perf_counter() - start)
+    assert answers == [post(plain, rows.iloc[[i]])["predictions"][0] for i in range(20)]
+    assert np.median(timings) < 0.1  # the shadow sleeps 0.5 s per batch
+    time.sleep(1.5)
+    logs = nd.logs("shadowed")
+    served, shadow = logs[logs["role"] == "served"], logs[logs["role"] == "shadow"]
+    assert len(served) == 20 and (served["model_version"] == 1).all()
+    assert set(shadow["model_version"]) == {2}  # the broken one logs nothing
+    assert set(shadow["request_id"]) <= set(served["request_id"])
+    info = shadowed.status()
+    assert info["shadow"]["churn/3"]["failures"] >= 1
+
+
+def test_canary_split_fraction_and_sticky_keys(two_versions, churn_data):
+    _, _, X_test, _ = churn_data
+    dep = nd.serve("churn@champion", split={"churn@challenger": 0.25})
+    row = X_test.head(1)
+    versions = [post(dep, row)["model_version"] for _ in range(600)]
+    share = versions.count("2") / len(versions)
+    assert abs(share - 0.25) < 0.06  # about 3.4 standard errors
+    for key in ("alice", "bob", "carol", "dave"):
+        seen = {post(dep, row, **{"X-Routing-Key": key})["model_version"] for _ in range(8)}
+        assert len(seen) == 1
+    logs = nd.logs("churn")
+    assert set(logs.loc[logs["model_version"] == 2, "alias"]) == {"challenger"}
+
+
+@pytest.mark.parametrize("fallback, expected", [("abstain", None), ("no", "no")])
+def test_fallback_applies_exactly_below_the_threshold(champion, churn_data, fallback, expected):
+    _, _, X_test, _ = churn_data
+    dep = nd.serve("churn@champion", threshold=0.8, fallback=fallback)
+    answer = post(dep, X_test.head(200))
+    logged = nd.logs("churn").set_index("prediction_id").loc[answer["prediction_ids"]]
+    low = (logged["score"] < 0.8).to_numpy()
+    assert 0 < low.sum() < len(low)
+    assert answer["fallback"] == low.tolist()
+    predictions = np.array(answer["predictions"], dtype=object)
+    assert all(p == expected for p in predictions[low])
+    assert all(p in ("yes", "no") for p in predictions[~low])
+    assert all("below 0.8" in r for r in np.array(answer["fallback_reason"])[low])
+    assert logged["fallback"].tolist() == low.tolist()
+
+
+def test_fallback_to_another_model(two_versions, churn_data, churn_models):
+    _, _, X_test, _ = churn_data
+    dep = nd.serve("churn@champion", threshold=0.9, fallback="churn@challenger")
+    rows = X_test.head(100)
+    answer = post(dep, rows)
+    low = np.array(answer["fallback"])
+    expected = churn_models[1].predict(rows)[low]
+    assert list(np.array(answer["predictions"])[low]) == list(expected)
+
+
+def test_threshold_refused_for_a_model_without_probabilities(home):
+    from sklearn.linear_model import LinearRegression
+
+    X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]})
+    nd.register(LinearRegression().fit(X, [1, 2, 3, 4]), "lin", X, [1.0, 2, 3, 4])
+    with pytest.raises(nd.DeploymentError, match="probabilities"):
+        nd.serve("lin/1", threshold=0.5)
+
+
+def _traffic_with_labels(dep, X, y, n):
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: post(dep, X.iloc[[i]]), range(n)))
+    ids = [a["prediction_ids"][0] for a in answers]
+    nd.feedback(dep.name, ids, list(y.iloc[:n]))
+
+
+def test_compare_gives_verdicts_where_the_better_model_is_known(champion, churn_data,
+                                                                churn_models):
+    X, y, X_test, y_test = churn_data
+    # a challenger that is right far less often: it always says "yes"
+    always_yes = churn_models[1]
+    nd.register(always_yes, "churn", X, y)
+    dep = nd.serve("churn@champion", shadow=["churn/2"])
+    _traffic_with_labels(dep, X_test, y_test, 10)
+    time.sleep(1.0)
+    early = nd.compare("churn")
+    assert early.verdicts[2].startswith("not yet known")
+    _traffic_with_labels(dep, X_test.iloc[10:], y_test.iloc[10:], 150)
+    time.sleep(1.0)
+    result = nd.compare("churn")
+    row = result.table.set_index("model_version").loc[2]
+    assert result.verdicts == {2: "challenger is worse"}
+    assert 0 <= row["agreement"] < 1 and row["labelled"] >= 150
+    assert "challenger is worse" in result._repr_html_()
+
+
+def test_retire_removes_a_shadow_from_the_running_server(two_versions, churn_data):
+    _, _, X_test, _ = churn_data
+    dep = nd.serve("churn@champion", shadow=["churn@challenger"])
+    post(dep, X_test.head(2))
+    assert nd.retire("churn@challenger") == ["churn"]
+    assert dep.status()["shadow"] == {}
+    time.sleep(0.5)
+    before = len(nd.logs("churn", role="shadow"))
+    post(dep, X_test.head(2))
+    time.sleep(0.5)
+    assert len(nd.logs("churn", role="shadow")) == before
+    with pytest.raises(nd.NbdeployError, match="not a shadow or canary"):
+        nd.retire("churn@challenger")
