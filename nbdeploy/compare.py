@@ -60,9 +60,10 @@ def compare(name: str, *, since: Any = None) -> Comparison:
         for row, pid in zip(served["row"], served["prediction_id"], strict=True)
         if pid in label_of
     }
-    regression = pd.api.types.is_float_dtype(champion["prediction"]) and champion[
-        "prediction"
-    ].nunique() > 20
+    regression = (
+        pd.api.types.is_float_dtype(champion["prediction"])
+        and champion["prediction"].nunique() > 20
+    )
 
     def loss(predictions: pd.Series, rows: pd.Series) -> np.ndarray:
         truth_values = rows.map(labels_by_row)
@@ -102,21 +103,38 @@ def compare(name: str, *, since: Any = None) -> Comparison:
             if len(common) and kind == "shadow":
                 entry["agreement"] = float((paired[common] == champ_by_row[common]).mean())
             entry["verdict"] = _verdict(
-                kind, metric, scores, loss(champion["prediction"], champion["row"]),
-                paired, champ_by_row, loss,
+                kind,
+                metric,
+                scores,
+                loss(champion["prediction"], champion["row"]),
+                paired,
+                champ_by_row,
+                loss,
             )
             verdicts[int(version)] = entry["verdict"]
         rows.append(entry)
     table = pd.DataFrame(rows)
     distributions = _distributions(logs, regression)
     return Comparison(
-        name=name, champion_version=champion_version, champion_alias=champion_alias,
-        metric=metric, table=table, distributions=distributions, verdicts=verdicts,
+        name=name,
+        champion_version=champion_version,
+        champion_alias=champion_alias,
+        metric=metric,
+        table=table,
+        distributions=distributions,
+        verdicts=verdicts,
     )
 
 
-def _verdict(kind: str, metric: str, scores: np.ndarray, champion_scores: np.ndarray,
-             paired: pd.Series, champ_by_row: pd.Series, loss: Any) -> str:
+def _verdict(
+    kind: str,
+    metric: str,
+    scores: np.ndarray,
+    champion_scores: np.ndarray,
+    paired: pd.Series,
+    champ_by_row: pd.Series,
+    loss: Any,
+) -> str:
     better_is_higher = metric == "accuracy"
     if kind == "shadow":
         common = paired.index.intersection(champ_by_row.index)
@@ -129,8 +147,9 @@ def _verdict(kind: str, metric: str, scores: np.ndarray, champion_scores: np.nda
         if min(len(scores), len(champion_scores)) < MIN_LABELS:
             return f"not yet known (need {MIN_LABELS} labelled rows per model)"
         diff = scores.mean() - champion_scores.mean()
-        se = math.sqrt(scores.var(ddof=1) / len(scores)
-                       + champion_scores.var(ddof=1) / len(champion_scores))
+        se = math.sqrt(
+            scores.var(ddof=1) / len(scores) + champion_scores.var(ddof=1) / len(champion_scores)
+        )
         low, high = diff - _Z * se, diff + _Z * se
     if not better_is_higher:
         low, high = -high, -low
@@ -144,9 +163,11 @@ def _verdict(kind: str, metric: str, scores: np.ndarray, champion_scores: np.nda
 def _distributions(logs: pd.DataFrame, regression: bool) -> pd.DataFrame:
     import pandas as pd
 
-    label = logs["role"].where(logs["role"] == "shadow", "served") + " v" + logs[
-        "model_version"
-    ].astype(str)
+    label = (
+        logs["role"].where(logs["role"] == "shadow", "served")
+        + " v"
+        + logs["model_version"].astype(str)
+    )
     if regression:
         bins = pd.qcut(logs["prediction"].astype(float), q=10, duplicates="drop")
         return pd.crosstab(bins, label, normalize="columns")
@@ -164,14 +185,14 @@ def retire(ref: str, *, token: str | None = None) -> list[str]:
         if row.status != "running":
             continue
         try:
-            client.call(row.url + "/admin/retire", {"ref": ref},
-                        token or config.settings().token)
+            client.call(row.url + "/admin/retire", {"ref": ref}, token or config.settings().token)
         except NbdeployError as exc:
             if "404" in str(exc):
                 continue
             raise
         removed.append(str(row.name))
     if not removed:
-        raise NbdeployError(f"{ref} is not a shadow or canary of any running deployment "
-                            "(see nd.deployments())")
+        raise NbdeployError(
+            f"{ref} is not a shadow or canary of any running deployment (see nd.deployments())"
+        )
     return removed

@@ -35,8 +35,12 @@ class Column:
     allow_inf: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "nullable": self.nullable,
-                "allow_inf": self.allow_inf}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "nullable": self.nullable,
+            "allow_inf": self.allow_inf,
+        }
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,16 @@ class Schema:
         from mlflow.types import ColSpec, DataType
         from mlflow.types import Schema as MlflowSchema
 
-        kinds = {"double": DataType.double, "long": DataType.double,
-                 "boolean": DataType.boolean, "string": DataType.string}
+        kinds = {
+            "double": DataType.double,
+            "long": DataType.double,
+            "boolean": DataType.boolean,
+            "string": DataType.string,
+        }
         # long is published as double: MLflow's own enforcement would refuse 1.0 or NaN.
-        return MlflowSchema([ColSpec(kinds[c.type], c.name, required=not c.nullable)
-                             for c in self.columns])
+        return MlflowSchema(
+            [ColSpec(kinds[c.type], c.name, required=not c.nullable) for c in self.columns]
+        )
 
     def as_published(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` in the types the MLflow signature states (integers as float, text as
@@ -97,8 +106,11 @@ class Schema:
         double, or a category column for string.
         """
         published = {"long": "float64", "string": "object"}
-        casts = {c.name: published[c.type] for c in self.columns
-                 if c.type in published and c.name in frame}
+        casts = {
+            c.name: published[c.type]
+            for c in self.columns
+            if c.type in published and c.name in frame
+        }
         return frame.astype(casts) if casts else frame
 
     # -- enforcing -----------------------------------------------------------
@@ -114,18 +126,26 @@ class Schema:
         for col in self.columns:
             series = frame[by_name[col.name]]
             numeric = series.dtype.kind in "fiub"
-            out[col.name] = self._column(col, series.to_numpy() if numeric else
-                                         series.astype(object).tolist())
+            out[col.name] = self._column(
+                col, series.to_numpy() if numeric else series.astype(object).tolist()
+            )
         return out
 
-    def from_rows(self, names: list[str] | None, rows: Any) -> np.ndarray | dict[str, Any]:
-        """Rows as lists (``dataframe_split``, positional ``instances``)."""
+    def from_rows(
+        self, names: list[str] | None, rows: Any, *, may_hold_booleans: bool = True
+    ) -> np.ndarray | dict[str, Any]:
+        """Rows as lists (``dataframe_split``, positional ``instances``).
+
+        ``may_hold_booleans=False`` (the caller saw no ``true``/``false`` in the raw
+        body) lets an all-numeric batch become one float matrix without a Python
+        loop over cells; numpy would otherwise read a boolean mixed into numbers as 0/1.
+        """
         if not isinstance(rows, list) or not rows:
             raise SchemaError("the batch is empty: send at least one row")
         width = len(self.columns) if names is None else len(names)
         if names is not None:
             self._check_names(names)
-        if self.numeric and (names is None or names == self.names):
+        if self.numeric and not may_hold_booleans and (names is None or names == self.names):
             try:
                 matrix = np.array(rows)
             except (ValueError, TypeError):  # ragged nesting: the column path says where
@@ -136,8 +156,7 @@ class Schema:
                 return self._numeric_matrix(matrix.astype(np.float64, copy=False))
         for row in rows:
             if not isinstance(row, list | tuple) or len(row) != width:
-                raise SchemaError(f"every row must be a list of {width} values",
-                                  code="bad_request")
+                raise SchemaError(f"every row must be a list of {width} values", code="bad_request")
         columns = list(zip(*rows, strict=True))
         order = names if names is not None else self.names
         return self.from_columns(dict(zip(order, columns, strict=True)))
@@ -157,13 +176,13 @@ class Schema:
     def from_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
         """Column name -> values (``inputs`` as an object, OIP V2 named inputs)."""
         self._check_names(list(columns))
-        lengths = {len(v) if isinstance(v, list | tuple | np.ndarray) else -1
-                   for v in columns.values()}
+        lengths = {
+            len(v) if isinstance(v, list | tuple | np.ndarray) else -1 for v in columns.values()
+        }
         if -1 in lengths:
             raise SchemaError("every column must be a list of values", code="bad_request")
         if len(lengths) != 1:
-            raise SchemaError("all columns must have the same number of values",
-                              code="bad_request")
+            raise SchemaError("all columns must have the same number of values", code="bad_request")
         if lengths == {0}:
             raise SchemaError("the batch is empty: send at least one row")
         return {c.name: self._column(c, columns[c.name]) for c in self.columns}
@@ -177,12 +196,15 @@ class Schema:
         missing = [n for n in expected if n not in set(names)]
         extra = [n for n in names if n not in set(expected)]
         if missing:
-            raise SchemaError(f"missing column {missing[0]!r} (expected columns: "
-                              f"{', '.join(expected)})", column=missing[0])
+            raise SchemaError(
+                f"missing column {missing[0]!r} (expected columns: {', '.join(expected)})",
+                column=missing[0],
+            )
         if extra:
             shown = extra[0] if len(extra[0]) <= 64 else extra[0][:61] + "..."
-            raise SchemaError(f"unexpected column {shown!r}; the model takes "
-                              f"{', '.join(expected)}", column=shown)
+            raise SchemaError(
+                f"unexpected column {shown!r}; the model takes {', '.join(expected)}", column=shown
+            )
         if len(names) != len(set(names)):
             raise SchemaError("a column is given twice", code="bad_request")
 
@@ -198,14 +220,18 @@ class Schema:
             for i, v in enumerate(values):
                 if _missing(v):
                     if not col.nullable:
-                        raise SchemaError(f"column {col.name!r} has a missing value but had "
-                                          "none in training", column=col.name)
+                        raise SchemaError(
+                            f"column {col.name!r} has a missing value but had none in training",
+                            column=col.name,
+                        )
                     out[i] = None
                 elif isinstance(v, str):
                     out[i] = v
                 else:
-                    raise SchemaError(f"column {col.name!r} expects string values, got "
-                                      f"{_json_type(v)}", column=col.name)
+                    raise SchemaError(
+                        f"column {col.name!r} expects string values, got {_json_type(v)}",
+                        column=col.name,
+                    )
             return out
         try:
             array = values if isinstance(values, np.ndarray) else np.array(values)
@@ -214,11 +240,13 @@ class Schema:
         if array is None or array.ndim != 1 or array.dtype.kind not in "fiub":
             array = self._coerce_numbers(col, values)  # names the column and the bad type
         if col.type == "boolean" and array.dtype.kind != "b":
-            raise SchemaError(f"column {col.name!r} expects boolean values, got number",
-                              column=col.name)
+            raise SchemaError(
+                f"column {col.name!r} expects boolean values, got number", column=col.name
+            )
         if col.type != "boolean" and array.dtype.kind == "b":
-            raise SchemaError(f"column {col.name!r} expects {col.type} values, got boolean",
-                              column=col.name)
+            raise SchemaError(
+                f"column {col.name!r} expects {col.type} values, got boolean", column=col.name
+            )
         array = array.astype(np.float64, copy=False) if col.type != "boolean" else array
         self._check_finite(col, array)
         if col.type == "long" and not col.nullable:
@@ -233,8 +261,10 @@ class Schema:
             elif isinstance(v, int | float | np.number) and not isinstance(v, bool | str):
                 out[i] = v
             else:
-                raise SchemaError(f"column {col.name!r} expects {col.type} values, got "
-                                  f"{_json_type(v)}", column=col.name)
+                raise SchemaError(
+                    f"column {col.name!r} expects {col.type} values, got {_json_type(v)}",
+                    column=col.name,
+                )
         return out
 
     @staticmethod
@@ -242,11 +272,15 @@ class Schema:
         if array.dtype.kind != "f":
             return
         if not col.nullable and np.isnan(array).any():
-            raise SchemaError(f"column {col.name!r} has a missing value (null/NaN) but had "
-                              "none in training", column=col.name)
+            raise SchemaError(
+                f"column {col.name!r} has a missing value (null/NaN) but had none in training",
+                column=col.name,
+            )
         if not col.allow_inf and np.isinf(array).any():
-            raise SchemaError(f"column {col.name!r} has an infinite value but had none in "
-                              "training", column=col.name)
+            raise SchemaError(
+                f"column {col.name!r} has an infinite value but had none in training",
+                column=col.name,
+            )
 
 
 def _column_type(series: pd.Series) -> str:
@@ -265,8 +299,11 @@ def _column_type(series: pd.Series) -> str:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or (
-        type(value).__name__ in ("NAType", "NaTType"))
+    return (
+        value is None
+        or (isinstance(value, float) and value != value)
+        or (type(value).__name__ in ("NAType", "NaTType"))
+    )
 
 
 def _json_type(value: Any) -> str:
@@ -294,6 +331,9 @@ def as_frame(X: Any, names: list[str] | None = None) -> pd.DataFrame:
         array = array.reshape(-1, 1)
     if array.ndim != 2:
         raise SchemaError(f"expected a table (2-D), got {array.ndim}-D data", code="bad_request")
-    cols = names if names is not None and len(names) == array.shape[1] else [
-        f"f{i}" for i in range(array.shape[1])]
+    cols = (
+        names
+        if names is not None and len(names) == array.shape[1]
+        else [f"f{i}" for i in range(array.shape[1])]
+    )
     return pd.DataFrame(array, columns=cols)

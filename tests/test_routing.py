@@ -33,8 +33,12 @@ class Broken(mlflow.pyfunc.PythonModel):
 
 
 def post(dep, frame, **headers):
-    response = httpx.post(dep.url + "/invocations", content=split_payload(frame),
-                          headers={"Content-Type": "application/json", **headers}, timeout=30)
+    response = httpx.post(
+        dep.url + "/invocations",
+        content=split_payload(frame),
+        headers={"Content-Type": "application/json", **headers},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -127,8 +131,7 @@ def _traffic_with_labels(dep, X, y, n):
     nd.feedback(dep.name, ids, list(y.iloc[:n]))
 
 
-def test_compare_gives_verdicts_where_the_better_model_is_known(champion, churn_data,
-                                                                churn_models):
+def test_compare_gives_verdicts_where_the_better_model_is_known(champion, churn_data, churn_models):
     X, y, X_test, y_test = churn_data
     # a challenger that is right far less often: it always says "yes"
     always_yes = churn_models[1]

@@ -28,9 +28,16 @@ from nbdeploy.serving.routing import Router, ShadowRunner, retire
 
 _JSON = [(b"content-type", b"application/json")]
 _OPEN = {"/health", "/ping", "/v2/health/live"}
-_STATUS = {"bad_request": 400, "unauthorized": 401, "not_found": 404,
-           "method_not_allowed": 405, "payload_too_large": 413,
-           "unsupported_media_type": 415, "schema_violation": 422, "unavailable": 503}
+_STATUS = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "schema_violation": 422,
+    "unavailable": 503,
+}
 
 
 class HttpError(Exception):
@@ -42,11 +49,19 @@ class HttpError(Exception):
 class App:
     """ASGI application serving one deployment."""
 
-    def __init__(self, predictor: Predictor, *, token: str | None = None,
-                 follower: AliasFollower | None = None, max_body_bytes: int,
-                 max_rows: int, ref: str = "", router: Router | None = None,
-                 shadows: ShadowRunner | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        token: str | None = None,
+        follower: AliasFollower | None = None,
+        max_body_bytes: int,
+        max_rows: int,
+        ref: str = "",
+        router: Router | None = None,
+        shadows: ShadowRunner | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.predictor = predictor
         self.router = router or Router(predictor, [])
         self.shadows = shadows
@@ -83,16 +98,20 @@ class App:
             status, body, headers = await self._route(scope, receive, path, started)
         except HttpError as exc:
             status, headers = exc.status, _JSON
-            body = orjson.dumps({"error": exc.message} if oip else
-                                {"error": {"code": exc.code, "message": exc.message}})
+            body = orjson.dumps(
+                {"error": exc.message}
+                if oip
+                else {"error": {"code": exc.code, "message": exc.message}}
+            )
             self.metrics.rejected(exc.code)
             if path in ("/invocations", "/feedback") or oip:
                 self.log.reject(self.predictor.deployment, self.model.name, exc.code, exc.status)
         except Exception as exc:  # a bug must not take the server down or leak details
             print(f"nbdeploy: internal error on {path}: {type(exc).__name__}: {exc}", flush=True)
             status, headers = 500, _JSON
-            body = orjson.dumps({"error": {"code": "internal", "message": "internal error; "
-                                           "see the deployment log"}})
+            body = orjson.dumps(
+                {"error": {"code": "internal", "message": "internal error; see the deployment log"}}
+            )
         self.metrics.observe(path, status, time.perf_counter() - started)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -101,11 +120,13 @@ class App:
         for key, value in scope["headers"]:
             if key == b"authorization" and hmac.compare_digest(value, self.token or b""):
                 return
-        raise HttpError("unauthorized", "missing or wrong bearer token; send "
-                        "'Authorization: Bearer <token>'")
+        raise HttpError(
+            "unauthorized", "missing or wrong bearer token; send 'Authorization: Bearer <token>'"
+        )
 
-    async def _route(self, scope: dict[str, Any], receive: Any, path: str,
-                     started: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _route(
+        self, scope: dict[str, Any], receive: Any, path: str, started: float
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         method = scope["method"]
         if path == "/invocations":
             _allow(method, "POST")
@@ -125,29 +146,48 @@ class App:
             return await self._retire(scope, receive)
         if path.startswith("/v2/models/"):
             return await self._oip(scope, receive, path, started)
-        raise HttpError("not_found", f"no route {path}; see /invocations, /v2/models/"
-                        f"{self.model.name}/infer, /health, /metrics")
+        raise HttpError(
+            "not_found",
+            f"no route {path}; see /invocations, /v2/models/"
+            f"{self.model.name}/infer, /health, /metrics",
+        )
 
     def info(self) -> dict[str, Any]:
         model = self.model
         counts = self.metrics.counts()
-        return {"status": "ready", "deployment": self.predictor.deployment, "ref": self.ref,
-                "model_name": model.name, "model_version": model.version.version,
-                "alias": model.alias, "pid": os.getpid(), "started": self.started,
-                "requests": counts["requests"], "rejected": counts["rejected"],
-                "predictions": self.predictor.stats["predictions"],
-                "warnings": model.warnings + ([f"alias follow: {self.follower.last_error}"]
-                                              if self.follower and self.follower.last_error
-                                              else []),
-                "split": {ref: {"version": p.current.version.version, "fraction": fraction}
-                          for ref, p, fraction in self.router.splits},
-                "shadow": {s.ref: {"version": s.current.version.version, "failures": s.failures}
-                           for s in (self.shadows.shadows if self.shadows else [])},
-                "shadow_stats": dict(self.shadows.stats) if self.shadows else {},
-                "policy": self.predictor.policy.describe() if self.predictor.policy else None}
+        return {
+            "status": "ready",
+            "deployment": self.predictor.deployment,
+            "ref": self.ref,
+            "model_name": model.name,
+            "model_version": model.version.version,
+            "alias": model.alias,
+            "pid": os.getpid(),
+            "started": self.started,
+            "requests": counts["requests"],
+            "rejected": counts["rejected"],
+            "predictions": self.predictor.stats["predictions"],
+            "warnings": model.warnings
+            + (
+                [f"alias follow: {self.follower.last_error}"]
+                if self.follower and self.follower.last_error
+                else []
+            ),
+            "split": {
+                ref: {"version": p.current.version.version, "fraction": fraction}
+                for ref, p, fraction in self.router.splits
+            },
+            "shadow": {
+                s.ref: {"version": s.current.version.version, "failures": s.failures}
+                for s in (self.shadows.shadows if self.shadows else [])
+            },
+            "shadow_stats": dict(self.shadows.stats) if self.shadows else {},
+            "policy": self.predictor.policy.describe() if self.predictor.policy else None,
+        }
 
-    async def _retire(self, scope: dict[str, Any],
-                      receive: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _retire(
+        self, scope: dict[str, Any], receive: Any
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         data = parse_json(await self._body(scope, receive))
         if not isinstance(data, dict) or not isinstance(data.get("ref"), str):
             raise HttpError("bad_request", 'send {"ref": "name@alias or name/version"}')
@@ -160,43 +200,58 @@ class App:
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                raise HttpError("payload_too_large", f"the body is over {self.max_body} bytes; "
-                                "score large data with nd.score instead")
+                raise HttpError(
+                    "payload_too_large",
+                    f"the body is over {self.max_body} bytes; "
+                    "score large data with nd.score instead",
+                )
         chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                raise HttpError("payload_too_large", f"the body is over {self.max_body} bytes; "
-                                "score large data with nd.score instead")
+                raise HttpError(
+                    "payload_too_large",
+                    f"the body is over {self.max_body} bytes; "
+                    "score large data with nd.score instead",
+                )
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
-    async def _invocations(self, scope: dict[str, Any], receive: Any,
-                           started: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _invocations(
+        self, scope: dict[str, Any], receive: Any, started: float
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         kind = _content_type(scope)
         if kind not in ("application/json", "text/csv", ""):
-            raise HttpError("unsupported_media_type", f"content type {kind[:60]!r} is not "
-                            "supported; send application/json or text/csv")
+            raise HttpError(
+                "unsupported_media_type",
+                f"content type {kind[:60]!r} is not supported; send application/json or text/csv",
+            )
         body = await self._body(scope, receive)
         schema = self.model.schema
         try:
             if kind == "text/csv":
                 inputs = wire.from_csv(schema, body)
             else:
-                inputs = wire.from_mlflow_json(schema, parse_json(body))
+                booleans = b"true" in body or b"false" in body  # memchr-fast; see from_rows
+                inputs = wire.from_mlflow_json(schema, parse_json(body), may_hold_booleans=booleans)
         except SchemaError as exc:
             raise HttpError(exc.code, str(exc)) from None
         n = _rows(inputs)
         if n > self.max_rows:
-            raise HttpError("payload_too_large", f"{n} rows is over the limit of {self.max_rows}"
-                            " per request; score large data with nd.score instead")
+            raise HttpError(
+                "payload_too_large",
+                f"{n} rows is over the limit of {self.max_rows}"
+                " per request; score large data with nd.score instead",
+            )
         answer = await self._submit(inputs, n, started, scope)
-        out: dict[str, Any] = {"predictions": answer.predictions,
-                               "prediction_ids": answer.prediction_ids,
-                               "model_version": str(answer.version)}
+        out: dict[str, Any] = {
+            "predictions": answer.predictions,
+            "prediction_ids": answer.prediction_ids,
+            "model_version": str(answer.version),
+        }
         if answer.fallback is not None:
             out["fallback"] = answer.fallback
             out["fallback_reason"] = answer.reasons
@@ -211,11 +266,14 @@ class App:
         except SchemaError as exc:
             raise HttpError(exc.code, str(exc)) from None
         except AuditLogError:
-            raise HttpError("unavailable", "the audit log cannot be written, so no prediction "
-                            "was made; retry later") from None
+            raise HttpError(
+                "unavailable",
+                "the audit log cannot be written, so no prediction was made; retry later",
+            ) from None
 
-    async def _feedback(self, scope: dict[str, Any],
-                        receive: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _feedback(
+        self, scope: dict[str, Any], receive: Any
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         data = parse_json(await self._body(scope, receive))
         if not isinstance(data, dict) or set(data) != {"prediction_ids", "labels"}:
             raise HttpError("bad_request", 'send {"prediction_ids": [...], "labels": [...]}')
@@ -223,19 +281,24 @@ class App:
         if not isinstance(ids, list) or not isinstance(labels, list):
             raise HttpError("bad_request", "prediction_ids and labels must be lists")
         try:
-            recorded = self.log.add_feedback(self.model.name, [str(i) for i in ids], labels,
-                                             source="http")
+            recorded = self.log.add_feedback(
+                self.model.name, [str(i) for i in ids], labels, source="http"
+            )
         except AuditLogError as exc:
             raise HttpError("schema_violation", str(exc)) from None
         return 200, orjson.dumps({"recorded": recorded}), _JSON
 
-    async def _oip(self, scope: dict[str, Any], receive: Any, path: str,
-                   started: float) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _oip(
+        self, scope: dict[str, Any], receive: Any, path: str, started: float
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         parts = path.strip("/").split("/")  # v2 models NAME [versions V] [infer|ready]
         model = self.model
         if len(parts) < 3 or parts[2] not in (model.name, self.predictor.deployment):
-            raise HttpError("not_found", f"model {parts[2] if len(parts) > 2 else ''!r} is "
-                            f"not served here; this server serves {model.name!r}")
+            raise HttpError(
+                "not_found",
+                f"model {parts[2] if len(parts) > 2 else ''!r} is "
+                f"not served here; this server serves {model.name!r}",
+            )
         action = parts[-1] if len(parts) in (4, 6) else ""
         if action == "ready":
             return 200, orjson.dumps({"name": model.name, "ready": True}), _JSON
@@ -254,8 +317,13 @@ class App:
             raise HttpError("payload_too_large", f"{n} rows is over the limit of {self.max_rows}")
         answer = await self._submit(inputs, n, started, scope)
         request_id = data.get("id") if isinstance(data.get("id"), str) else None
-        return 200, orjson.dumps(wire.oip_response(model.name, answer, request_id),
-                                 option=orjson.OPT_SERIALIZE_NUMPY), _JSON
+        return (
+            200,
+            orjson.dumps(
+                wire.oip_response(model.name, answer, request_id), option=orjson.OPT_SERIALIZE_NUMPY
+            ),
+            _JSON,
+        )
 
 
 def parse_json(body: bytes) -> Any:

@@ -29,7 +29,9 @@ def _bad(message: str) -> SchemaError:
     return SchemaError(message, code="bad_request")
 
 
-def from_mlflow_json(schema: Schema, data: Any) -> np.ndarray | dict[str, Any]:
+def from_mlflow_json(
+    schema: Schema, data: Any, *, may_hold_booleans: bool = True
+) -> np.ndarray | dict[str, Any]:
     if not isinstance(data, dict):
         raise _bad(f"the body must be a JSON object with one of: {', '.join(FORMATS)}")
     given = [key for key in FORMATS if key in data]
@@ -44,16 +46,19 @@ def from_mlflow_json(schema: Schema, data: Any) -> np.ndarray | dict[str, Any]:
         if not isinstance(payload, dict) or "data" not in payload:
             raise _bad('dataframe_split needs {"columns": [...], "data": [[...], ...]}')
         columns = payload.get("columns")
-        if columns is not None and (not isinstance(columns, list)
-                                    or not all(isinstance(c, str) for c in columns)):
+        if columns is not None and (
+            not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+        ):
             raise _bad("dataframe_split columns must be a list of names")
-        return schema.from_rows(columns, payload["data"])
+        return schema.from_rows(columns, payload["data"], may_hold_booleans=may_hold_booleans)
     if given[0] == "dataframe_records":
         return schema.from_records(payload)
-    return _tensor_like(schema, payload)
+    return _tensor_like(schema, payload, may_hold_booleans)
 
 
-def _tensor_like(schema: Schema, payload: Any) -> np.ndarray | dict[str, Any]:
+def _tensor_like(
+    schema: Schema, payload: Any, may_hold_booleans: bool = True
+) -> np.ndarray | dict[str, Any]:
     """``instances`` / ``inputs``: an object of columns, or a list of rows or objects."""
     if isinstance(payload, dict):
         return schema.from_columns(payload)
@@ -63,7 +68,7 @@ def _tensor_like(schema: Schema, payload: Any) -> np.ndarray | dict[str, Any]:
         return schema.from_records(payload)
     if not isinstance(payload[0], list) and len(schema.columns) == 1:
         return schema.from_columns({schema.names[0]: payload})
-    return schema.from_rows(None, payload)
+    return schema.from_rows(None, payload, may_hold_booleans=may_hold_booleans)
 
 
 def from_csv(schema: Schema, body: bytes) -> np.ndarray | dict[str, Any]:
@@ -101,8 +106,9 @@ def from_csv(schema: Schema, body: bytes) -> np.ndarray | dict[str, Any]:
                 try:
                     parsed.append(float(v))
                 except ValueError:
-                    raise SchemaError(f"column {name!r} expects {col.type} values, got text",
-                                      column=name) from None
+                    raise SchemaError(
+                        f"column {name!r} expects {col.type} values, got text", column=name
+                    ) from None
         columns[name] = parsed
     return schema.from_columns(columns)
 
@@ -110,30 +116,36 @@ def from_csv(schema: Schema, body: bytes) -> np.ndarray | dict[str, Any]:
 def from_oip(schema: Schema, data: Any) -> np.ndarray | dict[str, Any]:
     """OIP V2: one named input per column, or one 2-D tensor in schema order."""
     if not isinstance(data, dict) or not isinstance(data.get("inputs"), list) or not data["inputs"]:
-        raise _bad('send {"inputs": [{"name": ..., "shape": [...], "datatype": ..., '
-                   '"data": [...]}]}')
+        raise _bad(
+            'send {"inputs": [{"name": ..., "shape": [...], "datatype": ..., "data": [...]}]}'
+        )
     tensors = data["inputs"]
     for t in tensors:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str) or "data" not in t:
             raise _bad("every input needs a name, a shape, a datatype and data")
         if not isinstance(t.get("shape"), list) or not all(
-                isinstance(d, int) and d >= 0 for d in t["shape"]):
+            isinstance(d, int) and d >= 0 for d in t["shape"]
+        ):
             raise _bad(f"input {t['name'][:40]!r} needs a shape of non-negative integers")
-    if len(tensors) == 1 and len(tensors[0]["shape"]) == 2 and tensors[0]["name"] not in schema.names:
+    if (
+        len(tensors) == 1
+        and len(tensors[0]["shape"]) == 2
+        and tensors[0]["name"] not in schema.names
+    ):
         n, width = tensors[0]["shape"]
         flat = _flatten(tensors[0]["data"])
         if width != len(schema.columns) or len(flat) != n * width:
-            raise _bad(f"a 2-D input must have shape [rows, {len(schema.columns)}] and "
-                       "that many values")
-        rows = [flat[i * width:(i + 1) * width] for i in range(n)]
+            raise _bad(
+                f"a 2-D input must have shape [rows, {len(schema.columns)}] and that many values"
+            )
+        rows = [flat[i * width : (i + 1) * width] for i in range(n)]
         return schema.from_rows(None, rows)
     columns = {}
     for t in tensors:
         values = _flatten(t["data"])
         expected = int(np.prod(t["shape"])) if t["shape"] else 1
         if len(values) != expected:
-            raise _bad(f"input {t['name'][:40]!r} has {len(values)} values for shape "
-                       f"{t['shape']}")
+            raise _bad(f"input {t['name'][:40]!r} has {len(values)} values for shape {t['shape']}")
         columns[t["name"]] = values
     return schema.from_columns(columns)
 
@@ -153,11 +165,22 @@ def _flatten(data: Any) -> list[Any]:
 
 def oip_metadata(model: LoadedModel) -> dict[str, Any]:
     return {
-        "name": model.name, "versions": [str(model.version.version)], "platform": "nbdeploy",
-        "inputs": [{"name": c.name, "datatype": _OIP_TYPES[c.type], "shape": [-1]}
-                   for c in model.schema.columns],
-        "outputs": [{"name": "predict", "datatype": "BYTES" if model.classes and any(
-            isinstance(c, str) for c in model.classes) else "FP64", "shape": [-1]}],
+        "name": model.name,
+        "versions": [str(model.version.version)],
+        "platform": "nbdeploy",
+        "inputs": [
+            {"name": c.name, "datatype": _OIP_TYPES[c.type], "shape": [-1]}
+            for c in model.schema.columns
+        ],
+        "outputs": [
+            {
+                "name": "predict",
+                "datatype": "BYTES"
+                if model.classes and any(isinstance(c, str) for c in model.classes)
+                else "FP64",
+                "shape": [-1],
+            }
+        ],
     }
 
 
@@ -168,12 +191,18 @@ def oip_response(name: str, answer: Answer, request_id: str | None) -> dict[str,
     n = len(answer.prediction_ids)
     outputs: list[dict[str, Any]] = [
         {"name": "predict", "shape": [n], "datatype": kind, "data": predictions},
-        {"name": "prediction_id", "shape": [n], "datatype": "BYTES",
-         "data": answer.prediction_ids}]
+        {"name": "prediction_id", "shape": [n], "datatype": "BYTES", "data": answer.prediction_ids},
+    ]
     if answer.proba is not None:
-        outputs.append({"name": "predict_proba", "shape": list(answer.proba.shape),
-                        "datatype": "FP64", "data": answer.proba.ravel(),
-                        "parameters": {"classes": answer.classes}})
+        outputs.append(
+            {
+                "name": "predict_proba",
+                "shape": list(answer.proba.shape),
+                "datatype": "FP64",
+                "data": answer.proba.ravel(),
+                "parameters": {"classes": answer.classes},
+            }
+        )
     out = {"model_name": name, "model_version": str(answer.version), "outputs": outputs}
     if request_id:
         out["id"] = request_id[:128]
