@@ -53,8 +53,8 @@ _LAZY = {
     "audit": "nbdeploy.auditing",
     "JobRun": "nbdeploy.models",
     "AuditRecord": "nbdeploy.models",
-    "compare": "nbdeploy.compare",
-    "retire": "nbdeploy.compare",
+    "compare": "nbdeploy.comparison",
+    "retire": "nbdeploy.comparison",
     "Comparison": "nbdeploy.models",
     "ModelVersion": "nbdeploy.models",
     "TestReport": "nbdeploy.models",
@@ -104,7 +104,7 @@ __all__ = [
 if TYPE_CHECKING:
     from nbdeploy.auditing import audit
     from nbdeploy.auditlog import feedback, logs
-    from nbdeploy.compare import compare, retire
+    from nbdeploy.comparison import compare, retire
     from nbdeploy.drift import DriftReport, drift
     from nbdeploy.gate import test
     from nbdeploy.models import (

@@ -87,6 +87,11 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
     return match["name"], int(version) if version else None, match["alias"]
 
 
+def is_ref(value: Any) -> bool:
+    """Is ``value`` written like a model ref (it may still name nothing)?"""
+    return isinstance(value, str) and _REF.match(value.strip()) is not None
+
+
 def resolve(ref: str | ModelVersion) -> ModelVersion:
     """The registered version a ref points at now."""
     if isinstance(ref, ModelVersion):

@@ -94,13 +94,13 @@ def serve(
     """Start a model server in the background and wait until it answers."""
     from nbdeploy import registry
 
-    refs = [ref, *shadow, *(split or {})]
-    if fallback is not None and isinstance(fallback, str) and fallback != "abstain":
-        from nbdeploy.serving.server import is_model_ref
-
-        refs += [fallback] if is_model_ref(fallback) else []
+    shadow = (shadow,) if isinstance(shadow, str) else tuple(shadow)
+    split = dict(split or {})
+    if threshold is None and fallback is not None:
+        raise DeploymentError("a fallback applies below a confidence threshold: pass threshold=")
+    fallback = "abstain" if fallback is None else fallback
     mv = registry.resolve(ref)  # a wrong ref fails here, in the notebook, not in a child
-    for other in refs[1:]:
+    for other in (*shadow, *split, *([fallback] if registry.is_ref(fallback) else [])):
         registry.resolve(other)
     if threshold is not None and not 0 < threshold <= 1:
         raise DeploymentError("threshold is a probability: give a number in (0, 1]")
@@ -131,11 +131,9 @@ def serve(
     ]
     if trust_unverified:
         command.append("--trust-unverified")
-    if isinstance(shadow, str):
-        shadow = (shadow,)
     for other in shadow:
         command += ["--shadow", other]
-    for other, fraction in (split or {}).items():
+    for other, fraction in split.items():
         command += ["--split", f"{other}={float(fraction)}"]
     if threshold is not None:
         command += ["--threshold", str(float(threshold)), "--fallback", json.dumps(fallback)]

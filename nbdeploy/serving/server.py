@@ -16,7 +16,7 @@ from typing import Any
 
 from nbdeploy import config, registry
 from nbdeploy.auditlog import AuditLog
-from nbdeploy.exceptions import DeploymentError, ModelNotFoundError
+from nbdeploy.exceptions import DeploymentError
 from nbdeploy.serving.adapter import LoadedModel, load
 from nbdeploy.serving.app import App
 from nbdeploy.serving.batching import AliasFollower, Predictor
@@ -32,16 +32,6 @@ def parse_fallback(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
-
-
-def is_model_ref(value: Any) -> bool:
-    if not isinstance(value, str) or value == ABSTAIN:
-        return False
-    try:
-        registry.parse_ref(value)
-    except ModelNotFoundError:
-        return False
-    return True
 
 
 class Deployment:
@@ -103,7 +93,7 @@ class Deployment:
                 "threshold cannot apply; serve it without threshold"
             )
         fallback = parse_fallback(fallback if fallback is not None else ABSTAIN)
-        if is_model_ref(fallback):
+        if fallback != ABSTAIN and registry.is_ref(fallback):
             return Policy(threshold, fallback, self._load(fallback, like=model))
         return Policy(threshold, fallback)
 
