@@ -46,7 +46,8 @@ _LAZY = {
     "logs": "nbdeploy.auditlog",
     "feedback": "nbdeploy.auditlog",
     "score": "nbdeploy.scoring",
-    "drift": "nbdeploy.drift",
+    "drift": "nbdeploy.monitoring",
+    "monitor": "nbdeploy.widgets",
     "run_job": "nbdeploy.runner",
     "jobs": "nbdeploy.runner",
     "schedule": "nbdeploy.scheduler",
@@ -89,6 +90,7 @@ __all__ = [
     "jobs",
     "load_ipython_extension",
     "logs",
+    "monitor",
     "promote",
     "register",
     "retire",
@@ -105,7 +107,7 @@ if TYPE_CHECKING:
     from nbdeploy.auditing import audit
     from nbdeploy.auditlog import feedback, logs
     from nbdeploy.comparison import compare, retire
-    from nbdeploy.drift import DriftReport, drift
+    from nbdeploy.drift import DriftReport
     from nbdeploy.gate import test
     from nbdeploy.models import (
         AuditRecord,
@@ -115,11 +117,13 @@ if TYPE_CHECKING:
         ModelVersion,
         TestReport,
     )
+    from nbdeploy.monitoring import drift
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
     from nbdeploy.scheduler import schedule
     from nbdeploy.scoring import score
     from nbdeploy.serving.process import deployments, serve, stop
+    from nbdeploy.widgets import monitor
 
 
 def __getattr__(name: str) -> Any:
@@ -140,3 +144,13 @@ def load_ipython_extension(ipython: Any) -> None:
     from nbdeploy.magics import DeployMagics
 
     ipython.register_magics(DeployMagics)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Jupyter server discovery: the REST API behind the lab panel (``nbdeploy.server``)."""
+    return [{"module": "nbdeploy.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """JupyterLab discovery of the prebuilt side panel (``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "nbdeploy"}]

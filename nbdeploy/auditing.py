@@ -269,7 +269,8 @@ def performance(name: str, window: Window | None = None) -> pd.DataFrame:
         for i in range(n):
             label = labels.get(f"{rid}-{i}")
             if label is not None:
-                predictions = predictions or auditlog.decode_payload(payload)["predictions"]
+                if predictions is None:  # decode only records that have labels
+                    predictions = auditlog.decode_payload(payload)["predictions"]
                 rows.setdefault(version, []).append((predictions[i], label))
     out = []
     for version, pairs in sorted(rows.items()):

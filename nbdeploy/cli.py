@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("job", help="the name given to nd.schedule")
     export.add_argument("--image", default="nbdeploy:latest", help="image (kubernetes)")
     export.add_argument("-o", "--output", help="write to this file instead of stdout")
+    monitor = sub.add_parser(
+        "monitor",
+        help="monitoring report of a deployment (drift, quality, performance, alerts)",
+        epilog="example: nbdeploy monitor churn --html report.html --window 24h",
+    )
+    monitor.add_argument("name")
+    monitor.add_argument("--html", metavar="PATH", help="write a standalone HTML page")
+    monitor.add_argument("--window", default="1h", help="15m, 1h, 24h, 7d or all (default 1h)")
+    monitor.add_argument("--check", action="store_true", help="also evaluate the alert rules")
     demo = sub.add_parser("demo", help="run the quickstart end to end, headless")
     demo.add_argument("--requests", type=int, default=500, help="requests to send")
     return parser
@@ -153,6 +162,18 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
             else:
                 print(text)
+        elif args.command == "monitor":
+            from nbdeploy.monitoring import check_alerts, report
+
+            rep = report(args.name, args.window)
+            if args.check:
+                checked = check_alerts(args.name, window=args.window, report=rep)
+                print(checked.to_string(index=False))
+            if args.html:
+                Path(args.html).write_text(rep.to_html(), encoding="utf-8")
+                print(f"wrote {args.html}")
+            elif not args.check:
+                print(rep)
         elif args.command == "demo":
             from nbdeploy.demo import main as demo
 

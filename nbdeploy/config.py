@@ -55,6 +55,12 @@ class Settings:
     token: str | None
     #: Accept artifacts that did not come through ``nd.register`` (no recorded hashes).
     trust_unverified: bool
+    #: How often a running server evaluates its alert rules, seconds (0 turns it off).
+    alert_interval_s: float = 60.0
+    #: The traffic window alert rules look at, seconds.
+    alert_window_s: float = 3600.0
+    #: URL that fired alerts are POSTed to as JSON (none: only recorded in audit.db).
+    alert_webhook: str | None = None
 
     @property
     def deployments_dir(self) -> Path:
@@ -121,6 +127,9 @@ def settings() -> Settings:
         job_run_id=_env("JOB_RUN_ID", "") or None,
         token=_env("TOKEN", "") or None,
         trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
+        alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
+        alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
+        alert_webhook=_env("ALERT_WEBHOOK", "") or None,
     )
 
 

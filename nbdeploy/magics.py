@@ -28,6 +28,7 @@ examples:
   %deploy stop churn
   %deploy job retrain -p model_name churn -p data new.csv -p target churn
   %deploy audit 3f2a9c0d1e2b4a5f6c7d-0
+  %deploy monitor churn --window 24h
 """
 
 
@@ -126,6 +127,14 @@ def _parser() -> _Parser:
     p.add_argument("name")
     p.add_argument("ids", metavar="IDS_VAR")
     p.add_argument("labels", metavar="LABELS_VAR")
+
+    p = add(
+        "monitor",
+        "live panel: traffic, drift, data quality, performance, alerts",
+        "%deploy monitor churn --window 24h",
+    )
+    p.add_argument("name")
+    p.add_argument("--window", default="1h", help="15m, 1h, 6h, 24h, 7d or all")
 
     p = add(
         "compare",
@@ -302,6 +311,9 @@ class DeployMagics(Magics):
 
     def _feedback(self, a: argparse.Namespace) -> Any:
         return nd.feedback(a.name, self._var(a.ids), self._var(a.labels))
+
+    def _monitor(self, a: argparse.Namespace) -> Any:
+        return nd.monitor(a.name, a.window)
 
     def _compare(self, a: argparse.Namespace) -> Any:
         return nd.compare(a.name)

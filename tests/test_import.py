@@ -37,6 +37,7 @@ EXPECTED_ALL = [
     "jobs",
     "load_ipython_extension",
     "logs",
+    "monitor",
     "promote",
     "register",
     "retire",
@@ -96,12 +97,11 @@ def test_every_public_name_resolves():
     assert nbdeploy.TestReport.__test__ is False
 
 
-# DESIGN §1 marks these names as fixed. ``monitor`` is left out until it exists
-# (it is not in nbdeploy.__all__ yet).
+# DESIGN §1 marks these names as fixed.
 DESIGN_NAMES = [
     "register", "test", "promote", "rollback", "history", "serve", "deployments", "stop",
     "logs", "feedback", "score", "drift", "audit", "run_job", "jobs", "schedule", "compare",
-    "retire", "ModelVersion", "TestReport", "Deployment", "DriftReport", "AuditRecord",
+    "retire", "monitor", "ModelVersion", "TestReport", "Deployment", "DriftReport", "AuditRecord",
     "JobRun", "NbdeployError", "PromotionError", "IntegrityError",
 ]  # fmt: skip
 

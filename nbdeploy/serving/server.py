@@ -188,6 +188,12 @@ def run(
         f"nbdeploy: serving {ref} (version {dep.primary.current.version.version}) at {url}",
         flush=True,
     )
+    try:  # alert rules on a timer (NBDEPLOY_ALERT_INTERVAL_S); never in the way of serving
+        from nbdeploy.monitoring.rules import start_timer
+
+        start_timer(dep.name)
+    except Exception as exc:
+        print(f"nbdeploy: alert timer not started: {exc}", flush=True)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     try:
         uvicorn.Server(

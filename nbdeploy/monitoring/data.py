@@ -1,0 +1,186 @@
+"""What monitoring reads: a window of a deployment's traffic and its reference profile.
+
+Everything comes from two places that already exist once a model is served: the
+audit log (predictions, feedback labels, rejected-request counts) and the profile
+``nd.register`` stored next to the model. No training data is ever reloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nbdeploy import auditlog, config
+from nbdeploy.exceptions import NbdeployError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbdeploy.drift import DriftReport
+    from nbdeploy.models import ModelVersion
+
+#: the windows the monitor panel offers, label -> seconds (None: everything logged)
+WINDOWS: dict[str, float | None] = {
+    "15m": 900.0, "1h": 3600.0, "6h": 21600.0, "24h": 86400.0, "7d": 604800.0, "all": None,
+}  # fmt: skip
+#: newest rows a window reads at most, so a busy deployment stays cheap to monitor
+MAX_ROWS = 200_000
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def window_seconds(window: str | float | None) -> float | None:
+    """``"15m"``, ``"1h"``, ``"7d"``, seconds as a number, or ``"all"``/None."""
+    if window is None or window == "all":
+        return None
+    if isinstance(window, int | float):
+        return float(window)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(window))
+    if not match:
+        raise NbdeployError(f"window {window!r} is not a duration like '15m', '1h', '7d' or 'all'")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def keep_public_names() -> None:
+    """Undo a submodule import shadowing a public function of the same name.
+
+    Importing ``nbdeploy.drift`` sets the package attribute
+    ``drift`` to the module, after which ``nd.drift`` would be the module instead of
+    the function. Dropping the attribute lets ``nbdeploy.__getattr__`` resolve it again.
+    """
+    package = sys.modules.get("nbdeploy")
+    lazy = getattr(package, "_LAZY", {})
+    for name in ("drift",):
+        value = vars(package).get(name) if package else None
+        if name in lazy and getattr(value, "__name__", None) == f"nbdeploy.{name}":
+            delattr(package, name)
+
+
+def engine() -> Any:
+    """The drift engine module (``nbdeploy.drift``)."""
+    module = importlib.import_module("nbdeploy.drift")
+    keep_public_names()
+    return module
+
+
+@functools.lru_cache(maxsize=32)
+def _profile(tracking_uri: str, name: str, version: int) -> dict[str, Any]:
+    from nbdeploy import registry
+
+    return registry.load_profile(f"{name}/{version}")
+
+
+def reference_profile(ref: str | ModelVersion) -> dict[str, Any]:
+    """The profile stored at registration (cached per version: versions never change)."""
+    from nbdeploy import registry
+
+    mv = registry.resolve(ref)
+    return _profile(config.settings().tracking_uri, mv.name, mv.version)
+
+
+def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
+    """Drift of ``current`` against ``reference``: a DataFrame, a profile, or a model ref.
+
+    A ref (``churn@champion``, ``churn/3``, ``models:/churn/3``, a ``ModelVersion``)
+    uses the profile stored when that version was registered, so no training data
+    is reloaded. Keyword arguments (``drift_share``, ``thresholds``, ``methods``) are
+    those of :func:`nbdeploy.drift.drift`, whose docstring lists the statistics.
+    """
+    from nbdeploy.models import ModelVersion
+
+    if isinstance(reference, str | ModelVersion):
+        reference = reference_profile(reference)
+    report: DriftReport = engine().drift(reference, current, **kw)
+    return report
+
+
+@dataclass
+class Window:
+    """One deployment's traffic between ``since`` and ``until`` (epoch seconds)."""
+
+    name: str
+    since: float | None
+    until: float
+    served: pd.DataFrame
+    shadow: pd.DataFrame
+    labels: pd.DataFrame
+    rejections: pd.DataFrame
+    ref: str | None
+    profile: dict[str, Any] | None = field(repr=False, default=None)
+
+    @property
+    def features(self) -> list[str]:
+        return list((self.profile or {}).get("columns", {}))
+
+    def feature_frame(self, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The logged feature columns under their training names."""
+        rows = self.served if rows is None else rows
+        out = {}
+        for column in self.features:
+            logged = f"feature.{column}" if f"feature.{column}" in rows else column
+            if logged in rows:
+                out[column] = rows[logged]
+        import pandas as pd
+
+        return pd.DataFrame(out, index=rows.index)
+
+    @property
+    def is_classifier(self) -> bool:
+        prof = self.profile or {}
+        predictions = prof.get("predictions") or {}
+        return (
+            prof.get("scores") is not None
+            or "score" in self.served
+            or predictions.get("kind") == "categorical"
+        )
+
+
+def load_window(
+    name: str, window: str | float | None = "1h", *, now: float | None = None
+) -> Window:
+    """Read ``name``'s traffic of the last ``window`` from the audit log."""
+    import pandas as pd
+
+    until = time.time() if now is None else now
+    span = window_seconds(window)
+    since = None if span is None else until - span
+    rows = auditlog.logs(name, since=since, limit=MAX_ROWS)
+    served = rows[rows["role"] == "served"].reset_index(drop=True)
+    shadow = rows[rows["role"] == "shadow"].reset_index(drop=True)
+    ref = _serving_ref(name, served)
+    labels = auditlog.labels(name)
+    if ref is not None and ref.split("/")[0] != name:
+        labels = pd.concat([labels, auditlog.labels(ref.split("/")[0])], ignore_index=True)
+        labels = labels.sort_values("ts").drop_duplicates("prediction_id", keep="last")
+    query = "SELECT ts, code, status FROM rejections WHERE (deployment = ? OR model_name = ?)" + (
+        " AND ts >= ?" if since is not None else ""
+    )
+    args: tuple[Any, ...] = (name, name) if since is None else (name, name, since)
+    rejections = pd.DataFrame(
+        auditlog.shared().db.execute(query, args).fetchall(), columns=["ts", "code", "status"]
+    )
+    profile = reference_profile(ref) if ref else None
+    return Window(name, since, until, served, shadow, labels, rejections, ref, profile)
+
+
+def _serving_ref(name: str, served: pd.DataFrame) -> str | None:
+    """The version whose profile applies: the one that answered last, else the deployment's."""
+    if len(served):
+        last = served.iloc[-1]
+        return f"{last['model_name']}/{int(last['model_version'])}"
+    from nbdeploy.serving.process import _read_state
+
+    state = _read_state(name)
+    if state is not None:
+        from nbdeploy import registry
+
+        mv = registry.resolve(state["ref"])
+        return f"{mv.name}/{mv.version}"
+    older = auditlog.logs(name, limit=1, role="served")
+    if len(older):
+        return f"{older['model_name'].iloc[0]}/{int(older['model_version'].iloc[0])}"
+    return None

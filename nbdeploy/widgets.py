@@ -1,0 +1,161 @@
+"""``nd.monitor``: a live ipywidgets panel over :func:`nbdeploy.monitoring.report`.
+
+The panel holds no logic of its own: every number comes from one ``MonitorReport``
+and every tab is that report's HTML (charts are inline SVG, nothing is fetched from
+a CDN). A daemon thread polls the audit log cheaply (a few ``COUNT``/``MAX`` queries)
+every ``interval`` seconds and recomputes the report only when traffic, feedback,
+rejections or alerts changed, or the window slid by a minute; it never blocks the
+kernel, stops with :meth:`MonitorPanel.stop` or ``close()``, and ends by itself once
+the panel is garbage collected. The mime bundle also carries a ``text/html``
+snapshot, so executed notebooks show the report where widgets cannot render.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import threading
+import time
+import weakref
+from typing import Any
+
+import ipywidgets as widgets
+
+from nbdeploy import auditlog
+from nbdeploy.exceptions import NbdeployError
+from nbdeploy.monitoring import WINDOWS, MonitorReport, report
+from nbdeploy.monitoring.render import TABS
+
+__all__ = ["MonitorPanel", "monitor"]
+
+
+class MonitorPanel(widgets.VBox):
+    """Tabs Overview, Drift, Quality, Performance, Alerts, Compare; a window selector."""
+
+    def __init__(self, name: str, window: str = "1h", *, interval: float = 3.0) -> None:
+        if window not in WINDOWS:
+            raise NbdeployError(f"window must be one of {list(WINDOWS)}, not {window!r}")
+        self.name, self.interval = name, interval
+        self.report: MonitorReport | None = None
+        self.updates = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.window = widgets.Dropdown(options=list(WINDOWS), value=window, description="window")
+        self.live = widgets.ToggleButton(value=False, description="live", icon="refresh")
+        self.refresh_button = widgets.Button(description="refresh now")
+        self.status = widgets.HTML()
+        self.panes = {tab: widgets.HTML() for tab in TABS}
+        self.tabs = widgets.Tab(children=list(self.panes.values()), titles=list(TABS))
+        controls = widgets.HBox([self.window, self.live, self.refresh_button, self.status])
+        super().__init__([controls, self.tabs])
+        self.refresh()
+        self.window.observe(lambda _: self.refresh(), "value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.live.observe(self._toggle, "value")
+
+    def refresh(self) -> MonitorReport:
+        """Recompute the report for the selected window and update every tab."""
+        with self._lock:
+            rep = report(self.name, self.window.value)
+            for tab, content in rep.sections().items():
+                if self.panes[tab].value != content:
+                    self.panes[tab].value = content
+            self.report, self.updates = rep, self.updates + 1
+            when = dt.datetime.fromtimestamp(rep.generated).strftime("%H:%M:%S")
+            o = rep.overview
+            self.status.value = (
+                f"<span style='color:#555'>{html.escape(self.name)}: {o['predictions']} "
+                f"predictions, {o['rejected']} rejected — updated {when}</span>"
+            )
+            return rep
+
+    def _signature(self) -> tuple[Any, ...]:
+        db = auditlog.shared().db
+        args = (self.name, self.name)
+        seq = db.execute(
+            "SELECT MAX(seq) FROM records WHERE model_name = ? OR deployment = ?", args
+        ).fetchone()
+        rejected = db.execute(
+            "SELECT MAX(seq) FROM rejections WHERE model_name = ? OR deployment = ?", args
+        ).fetchone()
+        labels = db.execute("SELECT MAX(seq) FROM feedback").fetchone()
+        has_alerts = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
+        ).fetchone()
+        fired = db.execute("SELECT MAX(seq) FROM alerts").fetchone() if has_alerts else None
+        return seq, rejected, labels, fired, self.window.value, int(time.time() // 60)
+
+    def start(self, interval: float | None = None) -> None:
+        """Refresh live in a background thread (the kernel stays free)."""
+        if interval is not None:
+            self.interval = interval
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=_poll, args=(weakref.ref(self), self._stop), name="nbdeploy-monitor", daemon=True
+        )
+        self._thread.start()
+        if not self.live.value:
+            self.live.value = True
+
+    def stop(self) -> None:
+        """Stop live refresh (the panel keeps its last state)."""
+        self._stop.set()
+        if self.live.value:
+            self.live.value = False
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def _toggle(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self.start()
+        else:
+            self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        if self.report is not None:
+            bundle["text/html"] = self.report._repr_html_()
+        return bundle
+
+
+def _poll(panel_ref: weakref.ref[MonitorPanel], stopped: threading.Event) -> None:
+    last: tuple[Any, ...] | None = None
+    while True:
+        panel = panel_ref()
+        if panel is None or stopped.is_set() or panel.comm is None:
+            return
+        interval = panel.interval
+        try:
+            signature = panel._signature()
+            if signature != last:
+                panel.refresh()
+                last = signature
+        except Exception as exc:  # show the problem, keep polling
+            panel.status.value = f"<span style='color:#d9534f'>{html.escape(str(exc))}</span>"
+        del panel
+        if stopped.wait(interval):
+            return
+
+
+def monitor(
+    name: str, window: str = "1h", *, live: bool = True, interval: float = 3.0
+) -> MonitorPanel:
+    """The monitor panel of deployment ``name`` (live refresh every ``interval`` s).
+
+    ``window`` is one of ``"15m"``, ``"1h"``, ``"6h"``, ``"24h"``, ``"7d"``, ``"all"``
+    (changeable in the panel). ``panel.stop()`` or closing it ends live refresh;
+    ``panel.report`` is the current :class:`~nbdeploy.monitoring.MonitorReport`.
+    """
+    panel = MonitorPanel(name, window, interval=interval)
+    if live:
+        panel.start()
+    return panel

@@ -1,0 +1,188 @@
+"""Monitoring: drift against a model ref, data quality, performance, alerts to a webhook.
+
+One module home, two real servers: ``live`` gets in-distribution traffic and feedback,
+``crafted`` gets drifted rows, unseen categories and malformed requests, and runs its
+alert timer every 0.3 s against a local webhook receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+import nbdeploy as nd
+from nbdeploy.monitoring import Rule, alerts, check_alerts, report
+from nbdeploy.monitoring.data import keep_public_names
+from nbdeploy.monitoring.metrics import ESTIMATE_LABEL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    """A webhook receiver on 127.0.0.1 collecting the JSON bodies POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def _post(url: str, body: dict) -> int:
+    request = urllib.request.Request(
+        url + "/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.fixture(scope="module")
+def live(module_champion, churn_data):
+    """``live``: 400 test rows in 4 requests, the first 200 labelled."""
+    _, _, X_test, y_test = churn_data
+    dep = nd.serve("churn@champion", name="live")
+    answers = [dep.predict(X_test.iloc[i : i + 100]) for i in range(0, 400, 100)]
+    ids = [pid for a in answers for pid in a["prediction_id"]]
+    predictions = np.concatenate([a["prediction"].to_numpy() for a in answers])
+    nd.feedback("live", ids[:200], list(y_test[:200]))
+    return dep, predictions
+
+
+@pytest.fixture(scope="module")
+def crafted(module_champion, churn_data, receiver):
+    """``crafted``: 300 training rows, charges +60, 6 unseen contracts, 20 bad requests."""
+    X, _, _, _ = churn_data
+    url, _ = receiver
+    rows = X.iloc[:300].copy()
+    rows["monthly_charges"] = rows["monthly_charges"] + 60
+    rows["contract"] = rows["contract"].astype(str)
+    rows.iloc[:6, rows.columns.get_loc("contract")] = "weekly"
+    saved = {k: os.environ.get(k) for k in ("NBDEPLOY_ALERT_INTERVAL_S", "NBDEPLOY_ALERT_WEBHOOK")}
+    os.environ.update(NBDEPLOY_ALERT_INTERVAL_S="0.3", NBDEPLOY_ALERT_WEBHOOK=url)
+    try:
+        dep = nd.serve("churn@champion", name="crafted")
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.update({key: value})
+    dep.predict(rows)
+    bad = {"dataframe_split": {"columns": list(X.columns), "data": [["abc", 50.0, 1, "monthly"]]}}
+    assert {_post(dep.url, bad) for _ in range(20)} == {422}
+    return dep, rows
+
+
+def test_drift_with_a_model_ref_flags_the_injected_column_only(module_champion, churn_data):
+    keep_public_names()  # test_drift imports nbdeploy.drift, which shadows nd.drift
+    _, _, X_test, _ = churn_data
+    clean = nd.drift("churn@champion", X_test)
+    assert not clean.drifted and clean.n_drifted == 0  # no false alarm
+    shifted = X_test.assign(monthly_charges=X_test["monthly_charges"] * 1.5)
+    for ref in ("churn@champion", "churn/1", "models:/churn/1", module_champion):
+        report_ = nd.drift(ref, shifted)
+        assert list(report_.columns.index[report_.columns["drifted"]]) == ["monthly_charges"]
+        assert report_.columns.loc["monthly_charges", "psi"] > 0.2
+        assert not report_.drifted  # 1 of 4 columns is below the dataset share
+
+
+def test_quality_numbers_on_crafted_traffic(crafted, churn_data):
+    X, _, _, _ = churn_data
+    _, rows = crafted
+    rep = report("crafted", "1h")
+    q = rep.quality
+    expected = float((rows["monthly_charges"] > X["monthly_charges"].max()).mean())
+    assert 0.1 < expected < 1
+    assert q.loc["monthly_charges", "out_of_range_rate"] == pytest.approx(expected)
+    assert q.loc["tenure_months", "out_of_range_rate"] == 0
+    assert q.loc["contract", "unseen_rate"] == pytest.approx(6 / 300)
+    assert q.loc["contract", "unseen_categories"] == 1
+    assert (q["missing_rate"] == 0).all() and (q["type_errors"] == 0).all()
+    assert rep.rejections.to_dict("records") == [
+        {"code": "schema_violation", "status": 422, "count": 20}
+    ]
+    o = rep.overview
+    assert (o["requests"], o["predictions"], o["rejected"]) == (1, 300, 20)
+    assert o["error_rate"] == pytest.approx(20 / 21)
+    assert list(rep.drift.columns.index[rep.drift.columns["drifted"]]) == ["monthly_charges"]
+
+
+def test_performance_from_feedback_and_the_labelled_estimate(live, churn_data, churn_models):
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    _, _, X_test, y_test = churn_data
+    _, predictions = live
+    rep = report("live", "1h")
+    overall = rep.performance.loc["all"]
+    truth = y_test.to_numpy()[:200]
+    assert (overall["predictions"], overall["labelled"]) == (400, 200)
+    assert overall["accuracy"] == pytest.approx(float((predictions[:200] == truth).mean()))
+    assert overall["f1"] == pytest.approx(f1_score(truth, predictions[:200], pos_label="yes"))
+    proba = churn_models[0].predict_proba(X_test)
+    assert overall["roc_auc"] == pytest.approx(roc_auc_score(truth == "yes", proba[:200, 1]))
+    assert overall["estimated_accuracy"] == pytest.approx(proba.max(axis=1).mean())
+    html = rep.sections()["Performance"]
+    assert "estimated accuracy*" in html and ESTIMATE_LABEL in html
+    assert "200</b> of 400 predictions have feedback" in html
+
+
+def test_default_rules_raise_no_false_alarm_on_clean_traffic(live):
+    checked = check_alerts("live")
+    assert set(checked["status"]) <= {"ok", "no data"}
+    assert checked.set_index("rule").loc["accuracy", "status"] == "ok"
+    assert alerts("live").empty
+
+
+def test_fired_alert_is_recorded_and_posted_once_per_cooldown(live, receiver):
+    url, received = receiver
+    rules = [Rule("accuracy_floor", "accuracy", "<", 0.99, min_rows=30), "error_rate > 0.5"]
+    first = check_alerts("live", rules, webhook=url).set_index("rule")
+    assert first.loc["accuracy_floor", "status"] == "fired"
+    assert first.loc["error_rate > 0.5", "status"] == "ok"
+    posted = [b for b in received if b["deployment"] == "live"]
+    assert len(posted) == 1 and posted[0]["rule"] == "accuracy_floor"
+    assert posted[0]["value"] == pytest.approx(first.loc["accuracy_floor", "value"])
+    assert "accuracy" in posted[0]["text"]
+    again = check_alerts("live", rules, webhook=url).set_index("rule")
+    assert again.loc["accuracy_floor", "status"] == "repeat"
+    assert len([b for b in received if b["deployment"] == "live"]) == 1
+    recorded = alerts("live")
+    assert recorded["rule"].tolist() == ["accuracy_floor"]
+    assert recorded["webhook"].iloc[0] == "sent (204)"
+    assert "accuracy_floor" in report("live").sections()["Alerts"]
+
+
+def test_running_server_fires_alerts_on_its_timer(crafted, receiver):
+    _, received = receiver
+    deadline = time.monotonic() + 20
+    fired: set[str] = set()
+    while time.monotonic() < deadline and not {"error_rate", "feature_psi"} <= fired:
+        fired = {b["rule"] for b in received if b["deployment"] == "crafted"}
+        time.sleep(0.1)
+    assert {"error_rate", "feature_psi"} <= fired
+    time.sleep(1.0)  # several more timer ticks: still one alert per rule (cooldown)
+    recorded = alerts("crafted")
+    assert sorted(recorded["rule"]) == sorted(fired)
+    assert (recorded["webhook"] == "sent (204)").all()
+    psi = next(b for b in received if b["rule"] == "feature_psi")
+    assert "monthly_charges" in psi["message"] and psi["model"] == "churn/1"
