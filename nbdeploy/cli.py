@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     scheduler = sub.add_parser("scheduler", help="run the embedded job scheduler")
     scheduler.add_argument("--once", action="store_true", help="run what is due, then exit")
     scheduler.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
+    scheduler.add_argument("--trigger", metavar="JOB", help="run this scheduled job now, then exit")
     export = sub.add_parser("export", help="a scheduled job as cron/Kubernetes/Airflow")
     export.add_argument("target", choices=["airflow", "cron", "kubernetes"])
     export.add_argument("job", help="the name given to nd.schedule")
@@ -146,9 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             print(done.error or json.dumps(done.results, default=str))
             return 0 if done.succeeded else 1
         elif args.command == "scheduler":
-            from nbdeploy.scheduler import loop
+            from nbdeploy.scheduler import loop, trigger
 
-            loop(interval=args.interval, once=args.once)
+            if args.trigger:
+                ran = trigger(args.trigger)
+                print(f"{args.trigger}: {ran.status if ran else 'already claimed'}")
+            else:
+                loop(interval=args.interval, once=args.once)
         elif args.command == "export":
             from nbdeploy import scheduler as sched
 

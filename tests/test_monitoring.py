@@ -186,3 +186,46 @@ def test_running_server_fires_alerts_on_its_timer(crafted, receiver):
     assert (recorded["webhook"] == "sent (204)").all()
     psi = next(b for b in received if b["rule"] == "feature_psi")
     assert "monthly_charges" in psi["message"] and psi["model"] == "churn/1"
+
+
+def test_a_fired_rule_can_start_a_retrain_job(live, tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from tests.conftest import kernel_name
+
+    notebook = tmp_path / "retrain_stub.ipynb"
+    nb = new_notebook(
+        cells=[new_code_cell("reason = ''"), new_code_cell("print('retraining', reason)")],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, str(notebook))
+    nd.schedule(
+        notebook,
+        every="1d",
+        name="retrain-live",
+        kernel=kernel_name(),
+        parameters={"reason": "alert"},
+    )
+    rule = Rule("retrain_on_accuracy", "accuracy", "<", 0.99, min_rows=30, then="retrain-live")
+    checked = check_alerts("live", [rule]).set_index("rule")
+    assert checked.loc["retrain_on_accuracy", "status"] == "fired"
+    assert "started job 'retrain-live'" in checked.loc["retrain_on_accuracy", "message"]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = nd.jobs()
+        mine = runs[runs["name"] == "retrain-live"] if len(runs) else runs
+        if len(mine) and mine["status"].iloc[0] != "running":
+            break
+        time.sleep(1)
+    runs = nd.jobs()
+    run = runs[runs["name"] == "retrain-live"].iloc[0]
+    assert run["status"] == "succeeded"
+    with pytest.raises(nd.NbdeployError, match="no scheduled job"):
+        check_alerts(
+            "live", [Rule("bad", "accuracy", "<", 0.99, min_rows=30, then="nope")], cooldown_s=0
+        )

@@ -64,6 +64,9 @@ class Rule:
     threshold: float
     #: rows the indicator must rest on (labelled rows for accuracy) to be trusted
     min_rows: int = 0
+    #: a scheduled job (``nd.schedule(..., name=)``) to run when the rule fires,
+    #: e.g. the retrain notebook when accuracy falls
+    then: str | None = None
 
     def __post_init__(self) -> None:
         if self.op not in _OPS:
@@ -71,14 +74,17 @@ class Rule:
 
     @classmethod
     def parse(cls, text: str) -> Rule:
-        """``"max_feature_psi > 0.2"`` -> a rule named by that text."""
+        """``"max_feature_psi > 0.2"`` (or ``"accuracy < 0.8 then retrain-churn"``) -> a rule."""
         parts = text.split()
+        then = None
+        if len(parts) == 5 and parts[3] == "then":
+            parts, then = parts[:3], parts[4]
         if len(parts) != 3 or parts[1] not in _OPS:
             raise NbdeployError(
-                f"rule {text!r} is not 'METRIC OP NUMBER', e.g. 'error_rate > 0.05'"
+                f"rule {text!r} is not 'METRIC OP NUMBER [then JOB]', e.g. 'error_rate > 0.05'"
             )
         try:
-            return cls(" ".join(parts), parts[0], parts[1], float(parts[2]))
+            return cls(" ".join(parts), parts[0], parts[1], float(parts[2]), then=then)
         except ValueError:
             raise NbdeployError(f"rule {text!r}: {parts[2]!r} is not a number") from None
 
@@ -149,6 +155,9 @@ def check_alerts(
                      "op": rule.op, "threshold": rule.threshold, "value": value,
                      "window_s": span, "message": message,
                      "model": rep.overview["ref"]}  # fmt: skip
+            if rule.then:
+                message += f"; started job {_start_job(rule.then)!r}"
+                alert["message"] = message
             sent = _post(url, alert) if url else ""
             db.execute(
                 f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({_MARKS})",
@@ -159,6 +168,28 @@ def check_alerts(
                     "threshold": rule.threshold, "value": value, "rows": rows,
                     "status": status, "message": message})  # fmt: skip
     return pd.DataFrame(out)
+
+
+def _start_job(name: str) -> str:
+    """Run scheduled job ``name`` now, in a process of its own (jobs take minutes).
+
+    The scheduler's claim makes a second trigger of the same moment a no-op.
+    """
+    import subprocess
+    import sys
+
+    from nbdeploy.scheduler import get
+
+    get(name)  # an unknown job is an error in the rule, said here rather than lost
+    log = config.settings().home / "jobs" / f"{name}.trigger.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "nbdeploy.cli", "scheduler", "--trigger", name],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=config.child_env(), start_new_session=True,
+        )  # fmt: skip
+    return name
 
 
 def _post(url: str, alert: dict[str, Any]) -> str:
