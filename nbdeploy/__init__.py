@@ -60,7 +60,7 @@ _LAZY = {
     "ModelVersion": "nbdeploy.models",
     "TestReport": "nbdeploy.models",
     "Deployment": "nbdeploy.models",
-    "DriftReport": "nbdeploy.drift",
+    "DriftReport": "nbdeploy.monitoring.driftstats",
 }
 
 __all__ = [
@@ -107,7 +107,6 @@ if TYPE_CHECKING:
     from nbdeploy.auditing import audit
     from nbdeploy.auditlog import feedback, logs
     from nbdeploy.comparison import compare, retire
-    from nbdeploy.drift import DriftReport
     from nbdeploy.gate import test
     from nbdeploy.models import (
         AuditRecord,
@@ -118,6 +117,7 @@ if TYPE_CHECKING:
         TestReport,
     )
     from nbdeploy.monitoring import drift
+    from nbdeploy.monitoring.driftstats import DriftReport
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
     from nbdeploy.scheduler import schedule

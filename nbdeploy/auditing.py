@@ -223,7 +223,7 @@ def drift_table(name: str, window: Window | None = None) -> pd.DataFrame:
     import pandas as pd
 
     try:
-        from nbdeploy.drift import drift
+        from nbdeploy.monitoring.driftstats import drift
     except ImportError:  # monitoring not installed in this build
         return pd.DataFrame({"note": ["drift monitoring is not available"]})
     logged = _frames(name, window or Window())

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from nbdeploy.drift import DriftReport, drift
 from nbdeploy.exceptions import NbdeployError
+from nbdeploy.monitoring.driftstats import DriftReport, drift
 from nbdeploy.profiling import build_profile
 
 

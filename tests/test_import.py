@@ -109,3 +109,19 @@ DESIGN_NAMES = [
 def test_design_names_are_public():
     missing = [name for name in DESIGN_NAMES if name not in nbdeploy.__all__]
     assert missing == []
+
+
+def test_importing_submodules_never_shadows_a_public_function():
+    """``import nbdeploy.x`` sets attribute x on the package: no module may share a
+    public function's name, or ``nd.x`` would turn into the module."""
+    import importlib
+    import pkgutil
+
+    import nbdeploy as nd
+
+    for module in pkgutil.walk_packages(nd.__path__, "nbdeploy."):
+        if module.name.endswith(("labextension", "server")):
+            continue
+        importlib.import_module(module.name)
+    for name in nd.__all__:
+        assert not isinstance(getattr(nd, name), type(nd)), f"nd.{name} is a module"

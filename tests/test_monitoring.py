@@ -20,7 +20,6 @@ import pytest
 
 import nbdeploy as nd
 from nbdeploy.monitoring import Rule, alerts, check_alerts, report
-from nbdeploy.monitoring.data import keep_public_names
 from nbdeploy.monitoring.metrics import ESTIMATE_LABEL
 
 pytestmark = pytest.mark.slow
@@ -94,7 +93,6 @@ def crafted(module_champion, churn_data, receiver):
 
 
 def test_drift_with_a_model_ref_flags_the_injected_column_only(module_champion, churn_data):
-    keep_public_names()  # test_drift imports nbdeploy.drift, which shadows nd.drift
     _, _, X_test, _ = churn_data
     clean = nd.drift("churn@champion", X_test)
     assert not clean.drifted and clean.n_drifted == 0  # no false alarm

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,8 @@ from nbdeploy.exceptions import NbdeployError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbdeploy.drift import DriftReport
     from nbdeploy.models import ModelVersion
+    from nbdeploy.monitoring.driftstats import DriftReport
 
 #: the windows the monitor panel offers, label -> seconds (None: everything logged)
 WINDOWS: dict[str, float | None] = {
@@ -45,26 +44,9 @@ def window_seconds(window: str | float | None) -> float | None:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def keep_public_names() -> None:
-    """Undo a submodule import shadowing a public function of the same name.
-
-    Importing ``nbdeploy.drift`` sets the package attribute
-    ``drift`` to the module, after which ``nd.drift`` would be the module instead of
-    the function. Dropping the attribute lets ``nbdeploy.__getattr__`` resolve it again.
-    """
-    package = sys.modules.get("nbdeploy")
-    lazy = getattr(package, "_LAZY", {})
-    for name in ("drift",):
-        value = vars(package).get(name) if package else None
-        if name in lazy and getattr(value, "__name__", None) == f"nbdeploy.{name}":
-            delattr(package, name)
-
-
 def engine() -> Any:
-    """The drift engine module (``nbdeploy.drift``)."""
-    module = importlib.import_module("nbdeploy.drift")
-    keep_public_names()
-    return module
+    """The drift engine module (``nbdeploy.monitoring.driftstats``)."""
+    return importlib.import_module("nbdeploy.monitoring.driftstats")
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,7 +70,7 @@ def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
     A ref (``churn@champion``, ``churn/3``, ``models:/churn/3``, a ``ModelVersion``)
     uses the profile stored when that version was registered, so no training data
     is reloaded. Keyword arguments (``drift_share``, ``thresholds``, ``methods``) are
-    those of :func:`nbdeploy.drift.drift`, whose docstring lists the statistics.
+    those of :func:`nbdeploy.monitoring.driftstats.drift`, whose docstring lists the statistics.
     """
     from nbdeploy.models import ModelVersion
 

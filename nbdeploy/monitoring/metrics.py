@@ -21,7 +21,7 @@ from nbdeploy.monitoring.data import Window, engine
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbdeploy.drift import DriftReport
+    from nbdeploy.monitoring.driftstats import DriftReport
 
 #: fewer labelled rows than this in a bucket and its metrics are left empty
 MIN_LABELS = 10

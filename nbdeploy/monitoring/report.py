@@ -19,8 +19,8 @@ from nbdeploy.monitoring.data import Window, load_window
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbdeploy.drift import DriftReport
     from nbdeploy.models import Comparison
+    from nbdeploy.monitoring.driftstats import DriftReport
 
 
 @dataclass(frozen=True, repr=False)

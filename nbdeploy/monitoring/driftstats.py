@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .exceptions import NbdeployError
-from .profiling import (
+from nbdeploy.exceptions import NbdeployError
+from nbdeploy.profiling import (
     N_QUANTILES,
     OTHER,
     as_float,
