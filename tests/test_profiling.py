@@ -90,6 +90,24 @@ def test_fingerprint_treats_missing_values_consistently():
     )
 
 
+def test_fingerprint_covers_nullable_datetime_and_category_columns():
+    frame = pd.DataFrame(
+        {
+            "n": pd.array([1, None, 3], dtype="Int64"),
+            "t": pd.to_datetime(["2024-01-01", None, "2024-03-01"]),
+            "c": pd.Categorical(["a", "b", None]),
+        }
+    )
+    assert fingerprint(frame) == fingerprint(frame.copy())
+    filled = frame.assign(n=frame["n"].fillna(0))
+    later = frame.assign(t=frame["t"] + pd.Timedelta(seconds=1))
+    assert len({fingerprint(frame), fingerprint(filled), fingerprint(later)}) == 3
+    profile = build_profile(frame)
+    orjson.dumps(profile)
+    assert profile["columns"]["t"]["kind"] == "numeric"  # epoch seconds
+    assert profile["columns"]["c"]["frequencies"] == {"a": 0.5, "b": 0.5}
+
+
 def test_fingerprint_of_numpy_arrays():
     arr = np.arange(12, dtype=np.float64).reshape(4, 3)
     assert fingerprint(arr) == fingerprint(arr.copy(order="F"))
