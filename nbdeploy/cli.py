@@ -10,6 +10,19 @@ from pathlib import Path
 from nbdeploy.exceptions import NbdeployError
 
 
+def add_parameter_option(parser: argparse.ArgumentParser) -> None:
+    """``-p KEY VALUE`` (repeatable), as papermill's command line takes notebook parameters."""
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="a notebook parameter, typed as papermill types it",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbdeploy", description="Deploy and audit models from notebooks."
@@ -62,15 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: nbdeploy job retrain -p model_name churn -p data new.csv -p target churn",
     )
     job.add_argument("notebook")
-    job.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("KEY", "VALUE"),
-        help="typed as papermill types it",
-    )
+    add_parameter_option(job)
     job.add_argument("--timeout", type=float, help="seconds, for the whole job")
     job.add_argument("--kernel")
     job.add_argument("--output", help="executed notebook path")

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 import nbdeploy as nd
+from nbdeploy.cli import add_parameter_option
 from nbdeploy.exceptions import NbdeployError
 
 EXAMPLES = """\
@@ -168,15 +169,7 @@ def _parser() -> _Parser:
         "%deploy job retrain -p model_name churn -p data new.csv -p target churn",
     )
     p.add_argument("notebook", metavar="NOTEBOOK")
-    p.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("KEY", "VALUE"),
-        help="typed as papermill types it",
-    )
+    add_parameter_option(p)
     p.add_argument("--timeout", type=float, metavar="S", help="bounds the whole job")
     p.add_argument("--kernel", metavar="K")
     p.add_argument("--output", metavar="PATH")
@@ -192,15 +185,7 @@ def _parser() -> _Parser:
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--every", metavar="INTERVAL", help="30m, 6h, 1d")
     when.add_argument("--cron", metavar="EXPR", help="'*/5 * * * *'")
-    p.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("KEY", "VALUE"),
-        help="typed as papermill types it",
-    )
+    add_parameter_option(p)
     p.add_argument("--name")
     return parser
 
