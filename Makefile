@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 KERNEL := nbdeploy-test
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean lab labtest browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,7 +13,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "nbdeploy (tests)" >/dev/null
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-install: $(STAMP)
+# The JupyterLab panel: pip builds it on a fresh install (hatch-jupyter-builder); when
+# labextension/ changes later, rebuild it with the venv's jlpm and reinstall it.
+LABEXT := $(VENV)/share/jupyter/labextensions/nbdeploy/package.json
+LABSRC := $(wildcard labextension/src/*.ts* labextension/style/*) labextension/package.json labextension/yarn.lock
+JLPM := PATH="$(abspath $(VENV))/bin:$$PATH" jlpm
+
+$(LABEXT): $(LABSRC) | $(STAMP)
+	cd labextension && $(JLPM) install && $(JLPM) build:prod
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(STAMP) $(LABEXT)
+
+# JupyterLab with the panel and the quickstart, on 127.0.0.1; one NBDEPLOY_HOME for all.
+lab: install
+	NBDEPLOY_HOME="$${NBDEPLOY_HOME:-$(CURDIR)/.nbdeploy}" $(VENV)/bin/jupyter lab --ip=127.0.0.1 \
+		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/quickstart.ipynb
 
 demo: install
 	$(VENV)/bin/nbdeploy demo
@@ -23,7 +39,17 @@ lint: install
 	$(VENV)/bin/ruff format --check nbdeploy tests benchmarks
 	$(VENV)/bin/mypy
 
-test: lint
+# Jest unit tests of the panel's TypeScript.
+labtest: install
+	cd labextension && $(JLPM) install && $(JLPM) test --ci
+
+# Debian's chromium for tests/test_lab_browser.py (skipped with a reason without it).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null; } || echo "chromium not installed: the browser test will be skipped"
+
+test: lint labtest browser
 	NBDEPLOY_TEST_KERNEL=$(KERNEL) $(PY) -m pytest -q
 
 bench: install

@@ -490,10 +490,14 @@ def labels(name: str) -> pd.DataFrame:
     """The latest ground-truth label per prediction id of ``name``."""
     import pandas as pd
 
-    rows = shared().db.execute(
-        "SELECT prediction_id, label, ts FROM feedback WHERE model_name = ? ORDER BY seq",
-        (name,),
-    ).fetchall()
+    rows = (
+        shared()
+        .db.execute(
+            "SELECT prediction_id, label, ts FROM feedback WHERE model_name = ? ORDER BY seq",
+            (name,),
+        )
+        .fetchall()
+    )
     frame = pd.DataFrame(
         [(pid, orjson.loads(label), ts) for pid, label, ts in rows],
         columns=["prediction_id", "label", "ts"],

@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="below this top-class probability, answer with --fallback"
     )
     serve.add_argument("--fallback", help="a value, a model ref, or 'abstain' (default)")
+    serve.add_argument("--resolved", help=argparse.SUPPRESS)  # VERSION:MANIFEST_SHA from nd.serve
     serve.add_argument(
         "--trust-unverified",
         action="store_true",
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 threshold=args.threshold,
                 fallback=args.fallback,
                 trust_unverified=args.trust_unverified,
+                resolved=args.resolved,
             )
         elif args.command == "list":
             from nbdeploy.serving.process import deployments

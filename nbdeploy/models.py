@@ -136,33 +136,65 @@ class Comparison:
         def number(value: Any, digits: int = 3) -> str:
             return "–" if value is None or value != value else f"{value:.{digits}f}"
 
-        head = ("<tr>" + "".join(f"<th style='padding:2px 8px'>{h}</th>" for h in (
-            "version", "role", "rows", "agreement", "p50 ms", "fallback", self.metric,
-            "95% CI", "verdict")) + "</tr>")
+        head = (
+            "<tr>"
+            + "".join(
+                f"<th style='padding:2px 8px'>{h}</th>"
+                for h in (
+                    "version",
+                    "role",
+                    "rows",
+                    "agreement",
+                    "p50 ms",
+                    "fallback",
+                    self.metric,
+                    "95% CI",
+                    "verdict",
+                )
+            )
+            + "</tr>"
+        )
         body = []
         for r in self.table.itertuples(index=False):
             verdict = str(r.verdict)
             ok = True if "better" in verdict else False if "worse" in verdict else None
-            body.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in (
-                f"v{r.model_version}", html.escape(str(r.role)), r.rows, number(r.agreement),
-                number(r.latency_ms_p50, 2), number(r.fallback_rate),
-                number(getattr(r, self.metric)),
-                f"[{number(r.ci_low)}, {number(r.ci_high)}]",
-                _badge(verdict, ok) if verdict != "reference" else "reference")) + "</tr>")
+            body.append(
+                "<tr>"
+                + "".join(
+                    f"<td style='padding:2px 8px'>{c}</td>"
+                    for c in (
+                        f"v{r.model_version}",
+                        html.escape(str(r.role)),
+                        r.rows,
+                        number(r.agreement),
+                        number(r.latency_ms_p50, 2),
+                        number(r.fallback_rate),
+                        number(getattr(r, self.metric)),
+                        f"[{number(r.ci_low)}, {number(r.ci_high)}]",
+                        _badge(verdict, ok) if verdict != "reference" else "reference",
+                    )
+                )
+                + "</tr>"
+            )
         bars = []
         for value, shares in self.distributions.iterrows():
             cells = "".join(
                 f"<td style='padding:1px 6px'><div style='background:#0969da;height:9px;"
                 f"width:{100 * share:.0f}px;display:inline-block'></div> {100 * share:.0f}%</td>"
-                for share in shares)
-            bars.append(f"<tr><th style='text-align:left;padding:1px 6px'>"
-                        f"{html.escape(str(value))}</th>{cells}</tr>")
+                for share in shares
+            )
+            bars.append(
+                f"<tr><th style='text-align:left;padding:1px 6px'>"
+                f"{html.escape(str(value))}</th>{cells}</tr>"
+            )
         dist_head = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.distributions.columns)
-        return (f"<div><b>compare {html.escape(self.name)}</b> (champion v{self.champion_version})"
-                f"<table style='{_STYLE}'>{head}{''.join(body)}</table>"
-                f"<div style='margin-top:6px;color:#555'>prediction distribution</div>"
-                f"<table style='{_STYLE}'><tr><th></th>{dist_head}</tr>{''.join(bars)}</table>"
-                "</div>")
+        return (
+            f"<div><b>compare {html.escape(self.name)}</b> (champion v{self.champion_version})"
+            f"<table style='{_STYLE}'>{head}{''.join(body)}</table>"
+            f"<div style='margin-top:6px;color:#555'>prediction distribution</div>"
+            f"<table style='{_STYLE}'><tr><th></th>{dist_head}</tr>{''.join(bars)}</table>"
+            "</div>"
+        )
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,18 @@ def _version(mv: Any) -> ModelVersion:
 
 
 def versions(name: str) -> list[ModelVersion]:
-    found = client().search_model_versions(f"name='{name}'")
-    return sorted((_version(v) for v in found), key=lambda v: v.version)
+    """Every version of ``name``, oldest first, with the aliases each holds now."""
+    import dataclasses
+
+    c = client()
+    held: dict[int, list[str]] = {}
+    # MLflow's version search leaves aliases out; the registered model has them all
+    for alias, version in (c.get_registered_model(name).aliases or {}).items():
+        held.setdefault(int(version), []).append(alias)
+    found = sorted(
+        (_version(v) for v in c.search_model_versions(f"name='{name}'")), key=lambda v: v.version
+    )
+    return [dataclasses.replace(v, aliases=tuple(sorted(held.get(v.version, ())))) for v in found]
 
 
 def model_names() -> list[str]:
@@ -321,16 +331,26 @@ def verify(path: Path, manifest_sha: str | None, *, what: str) -> None:
             )
 
 
+def cache_path(name: str, version: int) -> Path:
+    """Where a version's files are kept locally once fetched (and verified on every use)."""
+    return config.settings().cache_dir / "models" / name / str(version)
+
+
+def manifest_sha(mv: ModelVersion) -> str | None:
+    """The sha256 of the version's artifact manifest, as recorded at registration."""
+    tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
+    return tags.get(TAG + "manifest_sha256")
+
+
 def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
     """A verified local copy of the version's model folder."""
     what = f"{mv.name}/{mv.version}"
-    tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
-    manifest_sha = tags.get(TAG + "manifest_sha256")
-    target = config.settings().cache_dir / "models" / mv.name / str(mv.version)
+    expected = manifest_sha(mv)
+    target = cache_path(mv.name, mv.version)
     if not target.is_dir():
         _download(mv.source, target, what)
-    if manifest_sha or not (trust_unverified or config.settings().trust_unverified):
-        verify(target, manifest_sha, what=what)
+    if expected or not (trust_unverified or config.settings().trust_unverified):
+        verify(target, expected, what=what)
     return target
 
 

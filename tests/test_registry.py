@@ -174,3 +174,12 @@ def test_custom_pyfunc_model_registers_and_serves(home):
     assert mv.flavor == "pyfunc"
     dep = nd.serve("doubler/1")
     assert dep.predict(pd.DataFrame({"x": [5.0, 0.5]}))["prediction"].tolist() == [10.0, 1.0]
+
+
+def test_versions_carry_their_current_aliases(champion, churn_data, churn_models):
+    X, y, _, _ = churn_data
+    nd.promote(nd.register(churn_models[1], "churn", X, y), to="challenger", force=True)
+    assert [(v.version, v.aliases) for v in registry.versions("churn")] == [
+        (1, ("champion",)),
+        (2, ("challenger",)),
+    ]

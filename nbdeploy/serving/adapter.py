@@ -80,9 +80,7 @@ class LoadedModel:
             for name, (then, now) in lineage.mismatches(self.meta["lineage"]["packages"]).items()
         ]
         if self.flavor == "sklearn":
-            import mlflow.sklearn
-
-            self.model = mlflow.sklearn.load_model(str(path))
+            self.model = _load_sklearn(path)
             self.has_proba = hasattr(self.model, "predict_proba") and self.classes is not None
             final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
             self.argmax = self.has_proba and type(final).__name__ in _ARGMAX_EXACT
@@ -152,6 +150,40 @@ class LoadedModel:
         if isinstance(features, np.ndarray):
             features = self.frame(features)
         return Output(as_vector(self.model.predict(self.schema.as_published(features))))
+
+
+def _load_sklearn(path: Path) -> Any:
+    """The estimator of a verified sklearn-flavor folder.
+
+    Pickle and cloudpickle files are read directly: importing MLflow for this would
+    add a second to every server start, and the hashes were checked already.
+    Other formats (skops) go through MLflow.
+    """
+    import yaml
+
+    flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["sklearn"]
+    if flavor.get("serialization_format") in ("cloudpickle", "pickle"):
+        import cloudpickle
+
+        with (path / flavor["pickled_model"]).open("rb") as fh:
+            return cloudpickle.load(fh)
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(str(path))
+
+
+def load_verified(
+    name: str, version: int, manifest_sha: str, *, alias: str | None = None
+) -> LoadedModel:
+    """Load a version already fetched to the cache by the caller, checking its hashes.
+
+    A server started by ``nd.serve`` gets the version and its manifest hash from the
+    notebook, which already resolved and fetched them: no registry call, no MLflow
+    import before the first answer.
+    """
+    path = registry.cache_path(name, version)
+    registry.verify(path, manifest_sha, what=f"{name}/{version}")
+    return LoadedModel(ModelVersion(name=name, version=version, run_id=""), path, alias=alias)
 
 
 def load(ref: str | ModelVersion, *, trust_unverified: bool = False) -> LoadedModel:

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from nbdeploy.serving.routing import Policy, ShadowRunner
 
 
-
 @dataclass
 class Pending:
     inputs: np.ndarray | dict[str, Any]

@@ -131,6 +131,10 @@ def serve(
     ]
     if trust_unverified:
         command.append("--trust-unverified")
+    expected = registry.manifest_sha(mv)
+    if expected:  # fetched and verified here, so the server starts without the registry
+        registry.fetch_model(mv)
+        command += ["--resolved", f"{mv.version}:{expected}"]
     for other in shadow:
         command += ["--shadow", other]
     for other, fraction in split.items():

@@ -17,7 +17,7 @@ from typing import Any
 from nbdeploy import config, registry
 from nbdeploy.auditlog import AuditLog
 from nbdeploy.exceptions import DeploymentError
-from nbdeploy.serving.adapter import LoadedModel, load
+from nbdeploy.serving.adapter import LoadedModel, load, load_verified
 from nbdeploy.serving.app import App
 from nbdeploy.serving.batching import AliasFollower, Predictor
 from nbdeploy.serving.process import clear_state, write_state
@@ -47,12 +47,13 @@ class Deployment:
         threshold: float | None,
         fallback: Any,
         trust_unverified: bool,
+        resolved: str | None = None,
     ) -> None:
         s = config.settings()
         self.trust = trust_unverified
         self.followers: list[AliasFollower] = []
         self.log = AuditLog(background_checkpoints=True)
-        model = self._load(ref)
+        model = self._load(ref, resolved=resolved)
         self.name = name or model.name
         self.ref = ref
         self.policy = self._policy(model, threshold, fallback)
@@ -71,8 +72,15 @@ class Deployment:
             self.runner.start()
         self.poll_s = s.alias_poll_s
 
-    def _load(self, ref: str, like: LoadedModel | None = None) -> LoadedModel:
-        model = load(ref, trust_unverified=self.trust)
+    def _load(
+        self, ref: str, like: LoadedModel | None = None, resolved: str | None = None
+    ) -> LoadedModel:
+        if resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
+            name, _, alias = registry.parse_ref(ref)
+            version, _, expected = resolved.partition(":")
+            model = load_verified(name, int(version), expected, alias=alias)
+        else:
+            model = load(ref, trust_unverified=self.trust)
         if like is not None and model.schema.names != like.schema.names:
             raise DeploymentError(
                 f"{ref} takes columns {model.schema.names}, but the "
@@ -143,8 +151,13 @@ def run(
     threshold: float | None = None,
     fallback: Any = None,
     trust_unverified: bool = False,
+    resolved: str | None = None,
 ) -> None:
-    """Serve ``ref`` in the foreground until interrupted."""
+    """Serve ``ref`` in the foreground until interrupted.
+
+    ``resolved`` ("VERSION:MANIFEST_SHA") is how ``nd.serve`` hands over the version it
+    already resolved and fetched, so that the first answer needs no registry call.
+    """
     import uvicorn
 
     s = config.settings()
@@ -156,6 +169,7 @@ def run(
         threshold=threshold,
         fallback=fallback,
         trust_unverified=trust_unverified,
+        resolved=resolved,
     )
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
