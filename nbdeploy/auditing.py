@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from nbdeploy import auditlog, registry
 from nbdeploy.exceptions import AuditLogError
@@ -33,7 +32,10 @@ if TYPE_CHECKING:
 
 
 def _alias_then(name: str, version: int, ts: float, called_as: str | None) -> str | None:
-    """The alias ``version`` held at ``ts``, from the promotion history."""
+    """The alias ``version`` held at ``ts``: as logged when it was served through an
+    alias (the server knew it then), else from the promotion history."""
+    if called_as:
+        return called_as
     holders: dict[str, int | None] = {}
     try:
         events = registry._history_events(name)
@@ -44,8 +46,8 @@ def _alias_then(name: str, version: int, ts: float, called_as: str | None) -> st
             break
         holders[event["alias"]] = event["to_version"]
     held = sorted(a for a, v in holders.items() if v == version)
-    if called_as in held or not held:
-        return called_as if called_as in held or not events else None
+    if not held:
+        return None
     return "champion" if "champion" in held else held[0]
 
 
@@ -255,12 +257,8 @@ def performance(name: str, window: Window | None = None) -> pd.DataFrame:
     """Per version: predictions with feedback in the window and how many were right."""
     import pandas as pd
 
-    labels = {
-        pid: orjson.loads(label)
-        for pid, label in auditlog.shared().db.execute(
-            "SELECT prediction_id, label FROM feedback WHERE model_name = ? ORDER BY seq", (name,)
-        )
-    }
+    truth = auditlog.labels(name)
+    labels = dict(zip(truth["prediction_id"], truth["label"], strict=True))
     rows: dict[int, list[tuple[Any, Any]]] = {}
     for rid, _, version, _, role, n, _, payload in _records(name, window or Window()):
         if role == "shadow":

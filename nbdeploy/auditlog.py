@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     prediction_id TEXT NOT NULL,
     model_name TEXT NOT NULL,
+    deployment TEXT NOT NULL DEFAULT '',
     label BLOB NOT NULL,
     ts REAL NOT NULL,
     source TEXT NOT NULL
@@ -232,14 +233,16 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise AuditLogError(f"cannot write to the audit log: {exc}") from exc
 
-    def reject(self, deployment: str, model_name: str, code: str, status: int) -> None:
-        """Count a rejected request (never its payload)."""
+    def reject(self, rows: list[tuple[float, str, str, str, int]]) -> None:
+        """Count rejected requests, never their payload: (ts, deployment, model, code, status)."""
         try:
-            self.db.execute(
-                "INSERT INTO rejections (ts, deployment, model_name, code, status) "
-                "VALUES (?,?,?,?,?)",
-                (time.time(), deployment, model_name, code, status),
-            )
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany(
+                    "INSERT INTO rejections (ts, deployment, model_name, code, status) "
+                    "VALUES (?,?,?,?,?)",
+                    rows,
+                )
         except sqlite3.Error:
             pass  # counting a rejection must never turn it into a server error
 
@@ -253,52 +256,53 @@ class AuditLog:
             )
         if not prediction_ids:
             raise AuditLogError("no prediction ids given")
-        unknown = self._unknown(model_name, prediction_ids)
+        owners = self._owners(model_name, prediction_ids)
+        unknown = sum(1 for p in prediction_ids if str(p) not in owners)
         if unknown:
             raise AuditLogError(
                 f"{unknown} of {len(prediction_ids)} prediction ids are not "
                 f"logged predictions of {model_name!r}; nothing was recorded"
             )
         now = time.time()
+        # stored under the model and deployment that made the prediction, whichever
+        # name the caller used, so every reader finds the label
         rows = [
-            (str(p), model_name, orjson.dumps(_plain(label)), now, source)
+            (str(p), *owners[str(p)], orjson.dumps(_plain(label)), now, source)
             for p, label in zip(prediction_ids, labels, strict=True)
         ]
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
                 self.db.executemany(
-                    "INSERT INTO feedback (prediction_id, model_name, label, ts, "
-                    "source) VALUES (?,?,?,?,?)",
+                    "INSERT INTO feedback (prediction_id, model_name, deployment, label, ts, "
+                    "source) VALUES (?,?,?,?,?,?)",
                     rows,
                 )
         except sqlite3.Error as exc:
             raise AuditLogError(f"cannot write feedback: {exc}") from exc
         return len(rows)
 
-    def _unknown(self, name: str, prediction_ids: list[str]) -> int:
-        wanted: dict[str, list[int]] = {}
-        malformed = 0
-        for pid in prediction_ids:
-            record, _, row = str(pid).rpartition("-")
-            if not record or not row.isdigit():
-                malformed += 1
-                continue
-            wanted.setdefault(record, []).append(int(row))
-        known: dict[str, int] = {}
+    def _owners(self, name: str, prediction_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """prediction id -> (model name, deployment) for the ids that ``name`` logged."""
+        wanted: dict[str, list[str]] = {}
+        for pid in map(str, prediction_ids):
+            record, _, row = pid.rpartition("-")
+            if record and row.isdigit():
+                wanted.setdefault(record, []).append(pid)
+        owners: dict[str, tuple[str, str]] = {}
         ids = list(wanted)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for rid, n in self.db.execute(
-                f"SELECT record_id, n_rows FROM records WHERE record_id IN ({marks}) "
-                "AND (model_name = ? OR deployment = ?)",
+            for rid, n, model, deployment in self.db.execute(
+                f"SELECT record_id, n_rows, model_name, deployment FROM records WHERE record_id "
+                f"IN ({marks}) AND (model_name = ? OR deployment = ?)",
                 (*chunk, name, name),
             ):
-                known[rid] = n
-        return malformed + sum(
-            1 for rid, rows in wanted.items() for r in rows if rid not in known or r >= known[rid]
-        )
+                for pid in wanted[rid]:
+                    if int(pid.rpartition("-")[2]) < n:
+                        owners[pid] = (model, deployment)
+        return owners
 
     # -- reading ------------------------------------------------------------
 
@@ -493,8 +497,9 @@ def labels(name: str) -> pd.DataFrame:
     rows = (
         shared()
         .db.execute(
-            "SELECT prediction_id, label, ts FROM feedback WHERE model_name = ? ORDER BY seq",
-            (name,),
+            "SELECT prediction_id, label, ts FROM feedback "
+            "WHERE model_name = ? OR deployment = ? ORDER BY seq",
+            (name, name),
         )
         .fetchall()
     )

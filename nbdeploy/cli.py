@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--once", action="store_true", help="run what is due, then exit")
     scheduler.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
     scheduler.add_argument("--trigger", metavar="JOB", help="run this scheduled job now, then exit")
+    scheduler.add_argument(
+        "--at", type=float, help="with --trigger: the moment to claim (runs once per moment)"
+    )
     export = sub.add_parser("export", help="a scheduled job as cron/Kubernetes/Airflow")
     export.add_argument("target", choices=["airflow", "cron", "kubernetes"])
     export.add_argument("job", help="the name given to nd.schedule")
@@ -103,14 +106,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _splits(items: list[str]) -> dict[str, float]:
+def parse_split(items: list[str]) -> dict[str, float]:
+    """``["churn@challenger=0.1", ...]`` -> ``{"churn@challenger": 0.1, ...}``."""
     split = {}
     for item in items:
-        ref, _, fraction = item.rpartition("=")
+        ref, sep, fraction = item.rpartition("=")
         try:
+            if not sep or not ref:
+                raise ValueError(item)
             split[ref] = float(fraction)
         except ValueError:
-            raise NbdeployError(f"--split takes REF=FRACTION, not {item!r}") from None
+            raise NbdeployError(
+                f"--split takes REF=FRACTION, e.g. churn@challenger=0.1, not {item!r}"
+            ) from None
     return split
 
 
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 token=args.token,
                 shadow=args.shadow,
-                split=_splits(args.split),
+                split=parse_split(args.split),
                 threshold=args.threshold,
                 fallback=args.fallback,
                 trust_unverified=args.trust_unverified,
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             from nbdeploy.scheduler import loop, trigger
 
             if args.trigger:
-                ran = trigger(args.trigger)
+                ran = trigger(args.trigger, at=args.at)
                 print(f"{args.trigger}: {ran.status if ran else 'already claimed'}")
             else:
                 loop(interval=args.interval, once=args.once)

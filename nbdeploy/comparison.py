@@ -176,16 +176,15 @@ def _distributions(logs: pd.DataFrame, regression: bool) -> pd.DataFrame:
 
 def retire(ref: str, *, token: str | None = None) -> list[str]:
     """Take challenger ``ref`` out of every running deployment; returns their names."""
-    from nbdeploy import config
     from nbdeploy.serving import client
-    from nbdeploy.serving.process import deployments
+    from nbdeploy.serving.process import deployments, token_for
 
     removed = []
     for row in deployments().itertuples(index=False):
         if row.status != "running":
             continue
         try:
-            client.call(row.url + "/admin/retire", {"ref": ref}, token or config.settings().token)
+            client.call(row.url + "/admin/retire", {"ref": ref}, token or token_for(str(row.name)))
         except NbdeployError as exc:
             if "404" in str(exc):
                 continue

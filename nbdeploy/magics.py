@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 import nbdeploy as nd
-from nbdeploy.cli import add_parameter_option
+from nbdeploy.cli import add_parameter_option, parse_split
 from nbdeploy.exceptions import NbdeployError
 
 EXAMPLES = """\
@@ -259,28 +259,17 @@ class DeployMagics(Magics):
         return nd.history(a.name)
 
     def _serve(self, a: argparse.Namespace) -> Any:
-        split = {}
-        for item in a.split:
-            ref, sep, fraction = item.rpartition("=")
-            try:
-                split[ref] = float(fraction)
-            except ValueError:
-                raise UsageError(
-                    f"--split takes REF=FRACTION, e.g. churn@challenger=0.1, not {item!r}"
-                ) from None
-            if not sep:
-                raise UsageError("--split takes REF=FRACTION, e.g. churn@challenger=0.1")
-        if (a.threshold is None) != (a.fallback is None):
-            raise UsageError("--threshold and --fallback go together")
+        from nbdeploy.runner import typed
+
         return nd.serve(
             a.ref,
             name=a.name,
             port=a.port,
             token=a.token,
             shadow=tuple(a.shadow),
-            split=split or None,
+            split=parse_split(a.split) or None,
             threshold=a.threshold,
-            fallback=a.fallback,
+            fallback=None if a.fallback is None else typed(a.fallback),  # "0" is the number 0
         )
 
     def _list(self, a: argparse.Namespace) -> Any:

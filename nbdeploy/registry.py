@@ -422,8 +422,12 @@ def promote(
 ) -> ModelVersion:
     """Move alias ``to`` onto the version ``ref`` names, if its last ``nd.test`` passed."""
     mv = resolve(ref)
-    if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or to.lower() == "latest":
-        raise PromotionError(f"{to!r} is not a usable alias; use a word like 'champion'")
+    reserved = to.lower() == "latest" or re.fullmatch(r"[vV]\d+", to or "")
+    if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or reserved:
+        raise PromotionError(
+            f"{to!r} is not a usable alias ('latest' and v<number> are MLflow's own); "
+            "use a word like 'champion'"
+        )
     if not force and mv.test_passed is not True:
         state = "never tested" if mv.test_passed is None else "failed its last nd.test"
         raise PromotionError(
@@ -462,7 +466,10 @@ def _move_alias(mv: ModelVersion, alias: str, *, action: str, reason: str) -> No
     previous = alias_holder(mv.name, alias)
     if previous == mv.version:
         return
-    c.set_registered_model_alias(mv.name, alias, str(mv.version))
+    try:
+        c.set_registered_model_alias(mv.name, alias, str(mv.version))
+    except Exception as exc:
+        raise PromotionError(f"the registry refused alias {alias!r}: {exc}") from None
     event = {
         "time": time.time(),
         "alias": alias,

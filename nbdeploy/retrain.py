@@ -95,20 +95,13 @@ def labelled(model_name: str) -> pd.DataFrame:
 
     The last label recorded for a prediction wins.
     """
-    import orjson
     import pandas as pd
 
-    from nbdeploy.auditlog import logs, shared
+    from nbdeploy.auditlog import labels as feedback_labels
+    from nbdeploy.auditlog import logs
 
-    rows = (
-        shared()
-        .db.execute(
-            "SELECT prediction_id, label FROM feedback WHERE model_name = ? ORDER BY seq",
-            (model_name,),
-        )
-        .fetchall()
-    )
-    labels = {pid: orjson.loads(label) for pid, label in rows}
+    truth = feedback_labels(model_name)
+    labels = dict(zip(truth["prediction_id"], truth["label"], strict=True))
     if not labels:
         raise JobError(
             f"no feedback recorded for {model_name!r}: record labels with nd.feedback, "

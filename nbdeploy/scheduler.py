@@ -227,13 +227,21 @@ def run_due(now: float | None = None) -> list[JobRun]:
                 done.append(_run(job, when))
             except JobError as exc:  # the spec went stale (notebook moved): say so, go on
                 print(f"nbdeploy scheduler: {job.name}: {exc}", file=sys.stderr)
+            except Exception as exc:  # e.g. the registry is down: the other jobs still run
+                print(
+                    f"nbdeploy scheduler: {job.name}: {type(exc).__name__}: {exc}", file=sys.stderr
+                )
     return done
 
 
-def trigger(name: str) -> JobRun | None:
-    """Run a scheduled job now (e.g. from a monitoring alert); None if already claimed."""
+def trigger(name: str, at: float | None = None) -> JobRun | None:
+    """Run a scheduled job now; None if the moment ``at`` was claimed already.
+
+    Callers that may fire twice for one cause (two alert checks of the same window)
+    pass the same ``at``, so the job runs once.
+    """
     job = get(name)
-    when = round(time.time(), 3)
+    when = round(time.time() if at is None else at, 3)
     return _run(job, when) if claim(name, when) else None
 
 

@@ -250,7 +250,10 @@ class Schema:
         array = array.astype(np.float64, copy=False) if col.type != "boolean" else array
         self._check_finite(col, array)
         if col.type == "long" and not col.nullable:
-            return array.astype(np.int64) if np.all(array == np.round(array)) else array
+            # whole numbers within float64's exact range become integers again; anything
+            # else stays as sent (a cast would wrap 1e308 round to garbage)
+            exact = np.all(array == np.round(array)) and np.all(np.abs(array) <= 2.0**53)
+            return array.astype(np.int64) if exact else array
         return array
 
     def _coerce_numbers(self, col: Column, values: Any) -> np.ndarray:

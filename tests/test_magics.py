@@ -69,3 +69,11 @@ def test_help_prints_usage_with_examples(shell, capsys):
     assert "register" in out and "%deploy serve churn@champion" in out
     assert run(shell, "%deploy test --help").error_in_exec is None
     assert "--min-score" in capsys.readouterr().out
+
+
+def test_serve_magic_types_a_numeric_fallback(shell):
+    run(shell, "%deploy register clf --name churn --data X y")
+    dep = run(shell, "%deploy serve churn/1 --threshold 0.95 --fallback 0").result
+    answer = dep.predict(shell.user_ns["Xt"].head(50))
+    assert 0 in set(answer["prediction"]) and "0" not in set(answer["prediction"])
+    assert answer.loc[answer["fallback"], "prediction"].eq(0).all()

@@ -183,3 +183,9 @@ def test_versions_carry_their_current_aliases(champion, churn_data, churn_models
         (1, ("champion",)),
         (2, ("challenger",)),
     ]
+
+
+@pytest.mark.parametrize("alias", ["v3", "latest", "two words", ""])
+def test_reserved_or_malformed_aliases_are_refused(champion, alias):
+    with pytest.raises(nd.PromotionError, match="not a usable alias"):
+        nd.promote(champion, to=alias, force=True)

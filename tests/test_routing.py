@@ -163,3 +163,40 @@ def test_retire_removes_a_shadow_from_the_running_server(two_versions, churn_dat
     assert len(nd.logs("churn", role="shadow")) == before
     with pytest.raises(nd.NbdeployError, match="not a shadow or canary"):
         nd.retire("churn@challenger")
+
+
+class Unloggable(mlflow.pyfunc.PythonModel):
+    """Answers with objects the audit log cannot store."""
+
+    def predict(self, context, model_input, params=None):
+        from decimal import Decimal
+
+        return [Decimal("1.5")] * len(model_input)
+
+
+def test_an_output_that_cannot_be_logged_fails_fast_and_the_server_lives(home, churn_data):
+    X, y, X_test, _ = churn_data
+    nd.register(Unloggable(), "odd", X, y)
+    dep = nd.serve("odd/1")
+    started = time.perf_counter()
+    answer = httpx.post(
+        dep.url + "/invocations",
+        content=split_payload(X_test.head(2)),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 500 and time.perf_counter() - started < 10
+    assert answer.json()["error"]["code"] == "internal" and "1.5" not in answer.text
+    assert httpx.get(dep.url + "/health").status_code == 200
+    assert nd.logs("odd").empty
+
+
+def test_feedback_under_a_deployment_name_reaches_the_model(champion, churn_data):
+    _, _, X_test, y_test = churn_data
+    dep = nd.serve("churn@champion", name="prod")
+    answer = post(dep, X_test.head(3))
+    assert nd.feedback("prod", answer["prediction_ids"], list(y_test.head(3))) == 3
+    from nbdeploy.auditlog import labels
+
+    assert set(labels("churn")["prediction_id"]) == set(answer["prediction_ids"])
+    assert set(labels("prod")["prediction_id"]) == set(answer["prediction_ids"])

@@ -239,6 +239,9 @@ def test_promotion_and_rollback_under_load(served, churn_data):
         assert logs.at[pid, "prediction"] == answer["predictions"][0]
     assert httpx.get(url + "/info").json()["model_version"] == 1
     assert nd.history("churn")["to_version"].astype(int).tolist()[-2:] == [2, 1]
+    # the state file follows the swaps too: what nd.deployments() and the lab panel show
+    listed = nd.deployments().set_index("name")
+    assert listed.at["churn", "version"] == 1
 
 
 def test_deployments_are_found_after_a_kernel_restart(served):
@@ -296,6 +299,10 @@ def test_nbdeploy_serve_runs_in_the_foreground(served):
         listed = nd.deployments().set_index("name")
         assert listed.at["fg", "status"] == "running"
         assert listed.at["fg", "url"] == url
+        second = subprocess.run(
+            command, capture_output=True, text=True, env=dict(os.environ), timeout=60
+        )
+        assert second.returncode == 1 and "already running" in second.stderr
         child.send_signal(signal.SIGINT)  # Ctrl-C
         assert child.wait(15) in (0, 130)  # a clean exit, or the shell convention for Ctrl-C
     finally:
@@ -303,6 +310,31 @@ def test_nbdeploy_serve_runs_in_the_foreground(served):
             child.kill()
             child.wait()
     assert "fg" not in set(nd.deployments()["name"])
+
+
+def test_nd_stop_stops_a_server_started_outside_nd_serve(served):
+    command = [str(Path(sys.executable).with_name("nbdeploy")), "serve", "churn/1", "--name",
+               "outside"]  # fmt: skip
+    child = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ)
+    )  # same process group as this test
+    try:
+        deadline = time.monotonic() + 60
+        while "outside" not in set(nd.deployments()["name"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert nd.stop("outside") == ["outside"]
+        assert child.wait(15) is not None
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_a_long_column_keeps_values_beyond_the_integer_range(served):
+    row = {"tenure_months": 1e308, "monthly_charges": 50.0, "support_calls": 1,
+           "contract": "monthly"}  # fmt: skip
+    answer = httpx.post(served.main.url + "/invocations", json={"dataframe_records": [row]}).json()
+    logged = nd.logs("churn").set_index("prediction_id")
+    assert logged.at[answer["prediction_ids"][0], "tenure_months"] == 1e308
 
 
 def test_tampered_artifacts_do_not_start(served):

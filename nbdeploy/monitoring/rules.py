@@ -155,8 +155,9 @@ def check_alerts(
                      "op": rule.op, "threshold": rule.threshold, "value": value,
                      "window_s": span, "message": message,
                      "model": rep.overview["ref"]}  # fmt: skip
-            if rule.then:
-                message += f"; started job {_start_job(rule.then)!r}"
+            if rule.then:  # one run per cooldown period, however many checks fire it
+                moment = math.floor(now / cooldown) * cooldown if cooldown > 0 else now
+                message += f"; started job {_start_job(rule.then, moment)!r}"
                 alert["message"] = message
             sent = _post(url, alert) if url else ""
             db.execute(
@@ -170,7 +171,7 @@ def check_alerts(
     return pd.DataFrame(out)
 
 
-def _start_job(name: str) -> str:
+def _start_job(name: str, moment: float) -> str:
     """Run scheduled job ``name`` now, in a process of its own (jobs take minutes).
 
     The scheduler's claim makes a second trigger of the same moment a no-op.
@@ -185,7 +186,8 @@ def _start_job(name: str) -> str:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "nbdeploy.cli", "scheduler", "--trigger", name],
+            [sys.executable, "-m", "nbdeploy.cli", "scheduler", "--trigger", name,
+             "--at", repr(moment)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=config.child_env(), start_new_session=True,
         )  # fmt: skip

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nbdeploy.auditlog import AuditLog, Record, encode_payload
-from nbdeploy.exceptions import AuditLogError, NbdeployError, SchemaError
+from nbdeploy.exceptions import AuditLogError, DeploymentError, NbdeployError, SchemaError
 from nbdeploy.serving.adapter import LoadedModel, Output, load
 
 if TYPE_CHECKING:
@@ -97,12 +97,30 @@ class Predictor:
 
     def flush(self) -> None:
         batch, self.pending, self.scheduled = self.pending, [], False
+        try:
+            self._flush(batch)
+        except BaseException as exc:  # whatever broke, no request may wait forever
+            print(f"nbdeploy: batch failed: {type(exc).__name__}", flush=True)
+            for item in batch:
+                _fail(item.future, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _flush(self, batch: list[Pending]) -> None:
         model = self.current
         outputs = self._predict(model, batch)
         records, answers = [], []
         done = time.perf_counter()
-        for item, out in zip(batch, outputs, strict=True):
+        for i, (item, out) in enumerate(zip(batch, outputs, strict=True)):
             if isinstance(out, BaseException):
+                continue
+            try:
+                payload = self._payload(model, item.inputs, out)
+            except Exception as exc:  # e.g. an output type the log cannot store
+                outputs[i] = DeploymentError(
+                    f"the model's output could not be logged ({type(exc).__name__}), so no "
+                    "prediction was returned; see the deployment log"
+                )
                 continue
             record = Record(
                 request_id=item.request_id,
@@ -113,7 +131,7 @@ class Predictor:
                 role="served",
                 n_rows=item.n_rows,
                 latency_ms=(done - item.started) * 1000.0,
-                payload=self._payload(model, item.inputs, out),
+                payload=payload,
             )
             records.append(record)
             answers.append(
@@ -217,7 +235,12 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 class AliasFollower(threading.Thread):
-    """Polls the registry; on an alias move, loads and warms up, then swaps."""
+    """Polls the registry; on an alias move, loads and warms up, then swaps.
+
+    ``columns``: in a deployment of several models, every version must take the same
+    columns (requests are parsed once, for all of them); a version that does not is
+    refused, and the current one keeps serving. ``on_swap`` runs after each swap.
+    """
 
     def __init__(
         self,
@@ -226,12 +249,15 @@ class AliasFollower(threading.Thread):
         alias: str,
         every: float,
         trust_unverified: bool = False,
+        columns: list[str] | None = None,
     ) -> None:
         super().__init__(name="nbdeploy-alias-follower", daemon=True)
         self.predictor, self.model_name, self.alias = predictor, name, alias
-        self.every, self.trust = every, trust_unverified
+        self.every, self.trust, self.columns = every, trust_unverified, columns
         self.stopped = threading.Event()
         self.last_error: str | None = None
+        self.on_swap: Any = None
+        self._refused: int | None = None
 
     def run(self) -> None:
         from nbdeploy import registry
@@ -239,10 +265,16 @@ class AliasFollower(threading.Thread):
         while not self.stopped.wait(self.every):
             try:
                 holder = registry.alias_holder(self.model_name, self.alias)
-                if holder is None or holder == self.predictor.current.version.version:
+                current = self.predictor.current.version.version
+                if holder is None or holder in (current, self._refused):
                     continue
-                ref = f"{self.model_name}/{holder}"
-                fresh = load(ref, trust_unverified=self.trust)
+                fresh = load(f"{self.model_name}/{holder}", trust_unverified=self.trust)
+                if self.columns is not None and fresh.schema.names != self.columns:
+                    self._refused = holder
+                    raise DeploymentError(
+                        f"{self.model_name}/{holder} takes other columns than this deployment; "
+                        f"still serving version {current}"
+                    )
                 fresh.alias = self.alias
                 self.predictor.current = fresh  # one reference swap; batches read it once
                 self.last_error = None
@@ -250,9 +282,11 @@ class AliasFollower(threading.Thread):
                     f"nbdeploy: {self.model_name}@{self.alias} now serves version {holder}",
                     flush=True,
                 )
+                if self.on_swap is not None:
+                    self.on_swap()
             except NbdeployError as exc:
                 self.last_error = str(exc)
                 print(f"nbdeploy: alias follow failed: {exc}", flush=True)
             except Exception as exc:  # keep serving the current version whatever happens
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = type(exc).__name__
                 print(f"nbdeploy: alias follow failed: {self.last_error}", flush=True)

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _children: dict[str, subprocess.Popen[bytes]] = {}
+#: tokens of the servers this process started (never written to disk)
+_tokens: dict[str, str] = {}
+
+
+def token_for(name: str) -> str | None:
+    """The bearer token of deployment ``name``: as started here, else NBDEPLOY_TOKEN."""
+    return _tokens.get(name) or config.settings().token
 
 
 def _state_path(name: str) -> Path:
@@ -45,6 +52,28 @@ def write_state(name: str, state: dict[str, Any]) -> None:
     tmp = _state_path(name).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, _state_path(name))
+
+
+def hold_name(name: str) -> Any:
+    """Lock ``name`` for this server's lifetime, or raise if another server holds it.
+
+    The kernel drops the lock when the process dies, even by ``kill -9``, so a dead
+    deployment never blocks its name.
+    """
+    import fcntl
+
+    config.ensure_home()
+    lock = (config.settings().deployments_dir / f"{name}.lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        info = _read_state(name) or {}
+        raise DeploymentError(
+            f"deployment {name!r} is already running at {info.get('url', '?')}; stop it "
+            f"with nd.stop({name!r}) or choose another name"
+        ) from None
+    return lock
 
 
 def clear_state(name: str, pid: int) -> None:
@@ -152,6 +181,8 @@ def serve(
             start_new_session=True,
         )
     _children[name] = child
+    if token:
+        _tokens[name] = token
     deadline = time.monotonic() + config.settings().start_timeout_s
     while time.monotonic() < deadline:
         info = _read_state(name)
@@ -184,26 +215,35 @@ def stop(name: str | None = None, *, all: bool = False) -> list[str]:
         info = _read_state(str(each))
         if info is None:
             continue
-        if _alive(info["pid"]):
-            _kill(info["pid"])
+        if _alive(info["pid"]) and not _kill(info["pid"]):
+            raise DeploymentError(
+                f"deployment {each!r} (pid {info['pid']}) did not stop; it may belong to "
+                "another user: stop it there"
+            )
         _state_path(str(each)).unlink(missing_ok=True)
         stopped.append(str(each))
     return stopped
 
 
-def _kill(pid: int) -> None:
+def _signal(pid: int, sig: int) -> None:
+    """Signal the server's process group (its own session), or the process alone when
+    it was started some other way (``nbdeploy serve`` in a shell or a container)."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    if _alive(pid):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        pass
+
+
+def _kill(pid: int) -> bool:
+    """SIGTERM (a graceful drain), then SIGKILL after 10 s; True once it is gone."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        _signal(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if not _alive(pid):
+            return True
+    return False
 
 
 def deployments() -> pd.DataFrame:
@@ -244,5 +284,5 @@ def deployment(name: str) -> Deployment:
         url=info["url"],
         pid=info["pid"],
         version=info.get("version"),
-        token=config.settings().token,
+        token=token_for(name),
     )

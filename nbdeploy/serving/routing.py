@@ -132,13 +132,13 @@ class ShadowRunner(threading.Thread):
         log = AuditLog()  # its own connection: SQLite connections stay on one thread
         while True:
             items = self.queue.get()
-            inputs = concat([i for i, _, _ in items], self.names)
             for shadow in list(self.shadows):
                 try:
+                    inputs = concat([i for i, _, _ in items], self.names)
                     self._score(log, shadow, inputs, items)
                 except Exception as exc:  # this thread must outlive any one bad batch
                     self.stats["failures"] += 1
-                    print(f"nbdeploy: shadow {shadow.ref} failed: {exc!r}", flush=True)
+                    print(f"nbdeploy: shadow {shadow.ref} failed: {type(exc).__name__}", flush=True)
 
     def _score(
         self, log: AuditLog, shadow: Shadow, inputs: Any, items: list[tuple[Any, str, int]]
@@ -175,7 +175,7 @@ class ShadowRunner(threading.Thread):
             self.stats["rows"] += start
         except Exception as exc:  # the answer was already given; count and go on
             self.stats["failures"] += 1
-            print(f"nbdeploy: shadow log write failed: {exc}", flush=True)
+            print(f"nbdeploy: shadow log write failed: {type(exc).__name__}", flush=True)
 
     def remove(self, ref: str) -> bool:
         for shadow in list(self.shadows):

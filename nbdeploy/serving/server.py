@@ -20,7 +20,7 @@ from nbdeploy.exceptions import DeploymentError
 from nbdeploy.serving.adapter import LoadedModel, load, load_verified
 from nbdeploy.serving.app import App
 from nbdeploy.serving.batching import AliasFollower, Predictor
-from nbdeploy.serving.process import clear_state, write_state
+from nbdeploy.serving.process import clear_state, hold_name, write_state
 from nbdeploy.serving.routing import ABSTAIN, Policy, Router, Shadow, ShadowRunner
 
 
@@ -54,6 +54,9 @@ class Deployment:
         self.followers: list[AliasFollower] = []
         self.log = AuditLog(background_checkpoints=True)
         model = self._load(ref, resolved=resolved)
+        # several models read one parsed request: they must keep taking the same columns
+        several = bool(shadow or split or threshold is not None)
+        self.columns: list[str] | None = model.schema.names if several else None
         self.name = name or model.name
         self.ref = ref
         self.policy = self._policy(model, threshold, fallback)
@@ -71,6 +74,7 @@ class Deployment:
         if self.runner is not None:
             self.runner.start()
         self.poll_s = s.alias_poll_s
+        self.started = time.time()
 
     def _load(
         self, ref: str, like: LoadedModel | None = None, resolved: str | None = None
@@ -115,7 +119,12 @@ class Deployment:
         if not alias:
             return None
         follower = AliasFollower(
-            target, target.current.name, alias, config.settings().alias_poll_s, self.trust
+            target,
+            target.current.name,
+            alias,
+            config.settings().alias_poll_s,
+            self.trust,
+            columns=self.columns,
         )
         follower.start()
         self.followers.append(follower)
@@ -131,7 +140,7 @@ class Deployment:
             "host": host,
             "port": port,
             "version": self.primary.current.version.version,
-            "started": time.time(),
+            "started": self.started,
             "log": str(s.deployments_dir / f"{self.name}.log"),
             "shadow": [slot.ref for slot in (self.runner.shadows if self.runner else [])],
             "split": {r: f for r, _, f in self.router.splits},
@@ -161,6 +170,7 @@ def run(
     import uvicorn
 
     s = config.settings()
+    name_lock = hold_name(name or registry.parse_ref(ref)[0])  # noqa: F841 (held until exit)
     dep = Deployment(
         ref,
         name=name,
@@ -184,6 +194,9 @@ def run(
 
     def publish() -> None:
         write_state(dep.name, dep.state(url, host, real_port))
+
+    for follower in dep.followers:  # nd.deployments() shows the version that answers now
+        follower.on_swap = publish
 
     primary_follower = next((f for f in dep.followers if f.predictor is dep.primary), None)
     app = App(

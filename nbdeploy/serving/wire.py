@@ -84,6 +84,8 @@ def from_csv(schema: Schema, body: bytes) -> np.ndarray | dict[str, Any]:
     except (StopIteration, csv.Error):
         raise _bad("the CSV body needs a header row and at least one data row") from None
     rows = [r for r in rows if r]
+    if len(set(header)) != len(header):
+        raise _bad("a column is named twice in the CSV header")
     if not rows:
         raise SchemaError("the batch is empty: send at least one row")
     if any(len(r) != len(header) for r in rows):
