@@ -418,9 +418,19 @@ def alias_holder(name: str, alias: str) -> int | None:
 
 
 def promote(
-    ref: str | ModelVersion, to: str = "champion", *, force: bool = False, reason: str | None = None
+    ref: str | ModelVersion,
+    to: str = "champion",
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    defer: bool | None = None,
 ) -> ModelVersion:
-    """Move alias ``to`` onto the version ``ref`` names, if its last ``nd.test`` passed."""
+    """Move alias ``to`` onto the version ``ref`` names, if its last ``nd.test`` passed.
+
+    Inside a job (``nd.run_job``) the move is checked now but made when the job
+    succeeds (``defer`` overrides): a job that fails later promotes nothing, and no
+    server follows an alias onto its version in the meantime.
+    """
     mv = resolve(ref)
     reserved = to.lower() == "latest" or re.fullmatch(r"[vV]\d+", to or "")
     if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or reserved:
@@ -434,8 +444,42 @@ def promote(
             f"{mv.name}/{mv.version} {state}; run nd.test on it first, or "
             "pass force=True to promote it anyway"
         )
-    _move_alias(mv, to, action="promote", reason=reason or ("forced" if force else "test passed"))
+    why = reason or ("forced" if force else "test passed")
+    job = config.settings().job_run_id
+    if job and defer is not False:
+        pending = pending_promotions(job)
+        pending.append({"ref": mv.ref, "alias": to, "force": force, "reason": why})
+        path = _pending_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(pending))
+        return mv
+    _move_alias(mv, to, action="promote", reason=why)
     return resolve(f"{mv.name}/{mv.version}")
+
+
+def _pending_path(job_run_id: str) -> Path:
+    return config.settings().home / "jobs" / "pending" / f"{job_run_id}.json"
+
+
+def pending_promotions(job_run_id: str) -> list[dict[str, Any]]:
+    """Promotions a running job asked for, to be made when it succeeds."""
+    path = _pending_path(job_run_id)
+    return list(json.loads(path.read_text())) if path.is_file() else []
+
+
+def settle_promotions(job_run_id: str, *, succeeded: bool) -> list[str]:
+    """Make (or, for a failed job, drop) the promotions a job deferred."""
+    pending = pending_promotions(job_run_id)
+    _pending_path(job_run_id).unlink(missing_ok=True)
+    if not succeeded:
+        return []
+    made = []
+    for move in pending:
+        promote(
+            move["ref"], to=move["alias"], force=move["force"], reason=move["reason"], defer=False
+        )
+        made.append(f"{move['ref']}@{move['alias']}")
+    return made
 
 
 def rollback(name: str, alias: str = "champion") -> ModelVersion:

@@ -11,9 +11,9 @@ job kernel gets ``NBDEPLOY_JOB_RUN_ID``, which ``nd.register`` records as lineag
 Guarantees: ``timeout`` bounds the whole job (each cell gets what remains), and a
 timed-out job ends as failed with its notebook marked where it stopped (papermill
 alone marks every cell "completed"). The executed notebook appears atomically at
-its output path. Widget state is not stored, so the notebook renders offline. A
-failed or timed-out job leaves nothing promoted: an alias it moved onto a version
-it registered is moved back.
+its output path. Widget state is not stored, so the notebook renders offline.
+Promotions a job asks for are checked when asked and made only when the job
+succeeds, so a failed or timed-out job promotes nothing (``registry.promote``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config
-from nbdeploy.exceptions import JobError, PromotionError
+from nbdeploy.exceptions import JobError
 from nbdeploy.models import JobRun
 
 if TYPE_CHECKING:
@@ -217,6 +217,9 @@ def run_job(
         )
     except BaseException:
         tmp.unlink(missing_ok=True)
+        from nbdeploy import registry
+
+        registry.settle_promotions(run_id, succeeded=False)
         _finish_record(run_id, "failed", "interrupted", None, {}, ())
         raise
     results: dict[str, Any] = {}
@@ -225,8 +228,9 @@ def run_job(
         os.replace(tmp, target)  # the executed notebook appears whole, or not at all
     status = "failed" if error else "succeeded"
     produced = _produced(run_id)
-    if error:
-        _revert_promotions(produced)
+    from nbdeploy import registry
+
+    registry.settle_promotions(run_id, succeeded=not error)  # a failed job promotes nothing
     _finish_record(run_id, status, error, target if target.is_file() else None, results, produced)
     return JobRun(
         run_id=run_id,
@@ -448,19 +452,6 @@ def _produced(run_id: str) -> tuple[str, ...]:
             c.set_model_version_tag(mv.name, mv.version, TAG + "job_run_id", run_id)
             refs.append(f"{mv.name}/{mv.version}")
     return tuple(sorted(refs))
-
-
-def _revert_promotions(produced: tuple[str, ...]) -> None:
-    """A failed job promotes nothing: move back any alias it put on its own versions."""
-    from nbdeploy import registry
-
-    for ref in produced:
-        mv = registry.resolve(ref)
-        for alias in mv.aliases:
-            try:
-                registry.rollback(mv.name, alias)
-            except PromotionError:  # the job created the alias: remove it
-                registry.client().delete_registered_model_alias(mv.name, alias)
 
 
 def jobs(limit: int | None = None) -> pd.DataFrame:

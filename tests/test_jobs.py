@@ -153,11 +153,14 @@ def test_a_failed_job_leaves_nothing_promoted(champion, tmp_path):
         "import nbdeploy as nd\nfrom nbdeploy.datasets import churn, churn_pipeline\n"
         "X, y = churn(300, seed=4)\nmv = nd.register(churn_pipeline().fit(X, y), name, X, y)\n"
         "nd.promote(mv, to='champion', force=True)",
+        "assert nd.registry.alias_holder(name, 'champion') == 1  # not moved during the job",
         "raise RuntimeError('after the promotion')",
     )
     done = _run(bad)
     assert done.status == "failed" and done.produced == ("churn/2",)
+    assert "after the promotion" in done.error  # the in-job assertion held
     assert nd.registry.alias_holder("churn", "champion") == 1
+    assert nd.history("churn")["to_version"].tolist() == [1]  # no move, not a move back
 
 
 def test_a_double_trigger_runs_a_scheduled_time_once(tiny):
