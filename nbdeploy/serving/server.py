@@ -34,7 +34,7 @@ def parse_fallback(value: Any) -> Any:
         return value
 
 
-class Deployment:
+class ServerSetup:
     """Everything one server runs, and the state file that describes it."""
 
     def __init__(
@@ -171,7 +171,7 @@ def run(
 
     s = config.settings()
     name_lock = hold_name(name or registry.parse_ref(ref)[0])  # noqa: F841 (held until exit)
-    dep = Deployment(
+    dep = ServerSetup(
         ref,
         name=name,
         shadow=list(shadow),
