@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 
 import httpx
@@ -148,6 +149,12 @@ def test_compare_gives_verdicts_where_the_better_model_is_known(champion, churn_
     assert result.verdicts == {2: "challenger is worse"}
     assert 0 <= row["agreement"] < 1 and row["labelled"] >= 150
     assert "challenger is worse" in result._repr_html_()
+    # the other way round: the weak model answers, the good one shadows it
+    nd.stop("churn")
+    swapped = nd.serve("churn/2", name="swapped", shadow=["churn/1"])
+    _traffic_with_labels(swapped, X_test, y_test, 160)  # the same rows as above
+    time.sleep(1.0)
+    assert nd.compare("swapped").verdicts == {1: "challenger is better"}
 
 
 def test_retire_removes_a_shadow_from_the_running_server(two_versions, churn_data):
@@ -200,3 +207,43 @@ def test_feedback_under_a_deployment_name_reaches_the_model(champion, churn_data
 
     assert set(labels("churn")["prediction_id"]) == set(answer["prediction_ids"])
     assert set(labels("prod")["prediction_id"]) == set(answer["prediction_ids"])
+
+
+def test_promotions_take_effect_under_load_with_a_shadow_in_place(
+    two_versions, churn_data, churn_models
+):
+    X, y, X_test, _ = churn_data
+    dep = nd.serve("churn@champion", shadow=["churn@challenger"])
+    third = nd.register(churn_models[0], "churn", X, y)
+    statuses, versions, stop = [], [], threading.Event()
+
+    def load() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                r = client.post(
+                    dep.url + "/invocations",
+                    content=split_payload(X_test.head(1)),
+                    headers={"Content-Type": "application/json"},
+                    timeout=30,
+                )
+                statuses.append(r.status_code)
+                versions.append(r.json().get("model_version"))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        nd.promote(third, to="champion", force=True)  # the answering model
+        nd.promote("churn/1", to="challenger", force=True)  # the shadow
+        deadline = time.time() + 30
+        while "3" not in versions[-20:] and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(statuses) == {200} and versions[-1] == "3"
+    shadow = nd.logs("churn", role="shadow")
+    assert shadow["model_version"].iloc[-1] == 1  # the shadow slot followed its alias too
