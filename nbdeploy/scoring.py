@@ -55,6 +55,8 @@ def score(
     from nbdeploy.serving.adapter import load
 
     model = load(ref)
+    if isinstance(data, pd.DataFrame):  # refuse bad rows before any chunk is scored or logged
+        model.schema.from_frame(data)
     rows = chunk_rows or config.settings().score_chunk_rows
     chunks, total = _chunks(data, rows)
     job = uuid.uuid4().hex[:16]

@@ -35,6 +35,15 @@ def test_score_files_to_files(champion, churn_data, tmp_path, suffix):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_bad_row_late_in_a_frame_scores_and_logs_nothing(champion, churn_data):
+    _, _, X_test, _ = churn_data
+    bad = X_test.astype({"contract": object})
+    bad.iloc[-1, bad.columns.get_loc("contract")] = 7  # a number in the text column, last chunk
+    with pytest.raises(nd.SchemaError, match="contract"):
+        nd.score("churn/1", bad, chunk_rows=100)
+    assert nd.logs("churn").empty
+
+
 def test_bad_batch_fails_cleanly_without_partial_output(champion, churn_data, tmp_path):
     _, _, X_test, _ = churn_data
     target = tmp_path / "out.csv"
