@@ -58,11 +58,7 @@ def audit(prediction_id: str) -> AuditRecord:
 
     record_id, _, row_text = str(prediction_id).rpartition("-")
     log = auditlog.shared()
-    found = log.db.execute(
-        "SELECT request_id, ts, model_name, model_version, alias, role, payload "
-        "FROM records WHERE record_id = ?",
-        (record_id,),
-    ).fetchone()
+    found = log.record(record_id)
     if found is None or not row_text.isdigit():
         raise AuditLogError(
             f"no logged prediction {prediction_id!r}; ids look like '<record>-<row>' "
@@ -176,15 +172,7 @@ def versions(name: str) -> pd.DataFrame:
 
 
 def _records(name: str, window: Window) -> list[tuple[Any, ...]]:
-    return [
-        r
-        for r in auditlog.shared().db.execute(
-            "SELECT record_id, ts, model_version, alias, role, n_rows, latency_ms, payload "
-            "FROM records WHERE (model_name = ? OR deployment = ?) ORDER BY seq",
-            (name, name),
-        )
-        if window.contains(r[1])
-    ]
+    return auditlog.shared().window(name, window.start, window.end)
 
 
 def traffic(name: str, window: Window | None = None) -> pd.DataFrame:

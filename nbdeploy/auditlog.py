@@ -336,6 +336,58 @@ class AuditLog:
         rows.reverse()
         return rows
 
+    def record(self, record_id: str) -> tuple[Any, ...] | None:
+        """(request_id, ts, model_name, model_version, alias, role, payload) of one record."""
+        row: tuple[Any, ...] | None = self.db.execute(
+            "SELECT request_id, ts, model_name, model_version, alias, role, payload "
+            "FROM records WHERE record_id = ?",
+            (record_id,),
+        ).fetchone()
+        return row
+
+    def window(
+        self, name: str, since: float | None = None, until: float | None = None
+    ) -> list[tuple[Any, ...]]:
+        """(record_id, ts, model_version, alias, role, n_rows, latency_ms, payload) of
+        ``name``'s records in [since, until], oldest first."""
+        return self.db.execute(
+            "SELECT record_id, ts, model_version, alias, role, n_rows, latency_ms, payload "
+            "FROM records WHERE (model_name = ? OR deployment = ?) AND ts >= ? AND ts <= ? "
+            "ORDER BY seq",
+            (
+                name,
+                name,
+                since if since is not None else -1.0,
+                until if until is not None else float("inf"),
+            ),
+        ).fetchall()
+
+    def rejections(self, name: str, since: float | None = None) -> list[tuple[Any, ...]]:
+        """(ts, code, status) of every request ``name`` rejected since ``since``."""
+        return self.db.execute(
+            "SELECT ts, code, status FROM rejections WHERE (deployment = ? OR model_name = ?) "
+            "AND ts >= ? ORDER BY seq",
+            (name, name, since if since is not None else -1.0),
+        ).fetchall()
+
+    def watermark(self, name: str) -> tuple[Any, ...]:
+        """Changes whenever ``name`` logs, rejects or gets feedback, or any alert fires:
+        lets a live view skip recomputing when nothing happened."""
+        args = (name, name)
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+        return (
+            self.db.execute(
+                "SELECT MAX(seq) FROM records WHERE model_name = ? OR deployment = ?", args
+            ).fetchone()[0],
+            self.db.execute(
+                "SELECT MAX(seq) FROM rejections WHERE model_name = ? OR deployment = ?", args
+            ).fetchone()[0],
+            self.db.execute("SELECT MAX(seq) FROM feedback").fetchone()[0],
+            self.db.execute("SELECT MAX(seq) FROM alerts").fetchone()[0]
+            if "alerts" in tables
+            else None,
+        )
+
     def counts(self, name: str) -> dict[str, int]:
         predictions = self.db.execute(
             "SELECT COALESCE(SUM(n_rows), 0) FROM records WHERE model_name = ? OR deployment = ?",

@@ -71,20 +71,8 @@ class MonitorPanel(widgets.VBox):
             return rep
 
     def _signature(self) -> tuple[Any, ...]:
-        db = auditlog.shared().db
-        args = (self.name, self.name)
-        seq = db.execute(
-            "SELECT MAX(seq) FROM records WHERE model_name = ? OR deployment = ?", args
-        ).fetchone()
-        rejected = db.execute(
-            "SELECT MAX(seq) FROM rejections WHERE model_name = ? OR deployment = ?", args
-        ).fetchone()
-        labels = db.execute("SELECT MAX(seq) FROM feedback").fetchone()
-        has_alerts = db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
-        ).fetchone()
-        fired = db.execute("SELECT MAX(seq) FROM alerts").fetchone() if has_alerts else None
-        return seq, rejected, labels, fired, self.window.value, int(time.time() // 60)
+        watermark = auditlog.shared().watermark(self.name)
+        return *watermark, self.window.value, int(time.time() // 60)
 
     def start(self, interval: float | None = None) -> None:
         """Refresh live in a background thread (the kernel stays free)."""

@@ -138,12 +138,8 @@ def load_window(
     if ref is not None and ref.split("/")[0] != name:
         labels = pd.concat([labels, auditlog.labels(ref.split("/")[0])], ignore_index=True)
         labels = labels.sort_values("ts").drop_duplicates("prediction_id", keep="last")
-    query = "SELECT ts, code, status FROM rejections WHERE (deployment = ? OR model_name = ?)" + (
-        " AND ts >= ?" if since is not None else ""
-    )
-    args: tuple[Any, ...] = (name, name) if since is None else (name, name, since)
     rejections = pd.DataFrame(
-        auditlog.shared().db.execute(query, args).fetchall(), columns=["ts", "code", "status"]
+        auditlog.shared().rejections(name, since), columns=["ts", "code", "status"]
     )
     profile = reference_profile(ref) if ref else None
     return Window(name, since, until, served, shadow, labels, rejections, ref, profile)
