@@ -78,32 +78,46 @@ def isolated_home(root: Path) -> Iterator[Path]:
     ``root``'s parent, and restores the environment, the working directory and the
     settings afterwards; every server started under it is stopped.
     """
-    keys = ("NBDEPLOY_HOME", "MLFLOW_TRACKING_URI", "NBDEPLOY_ALIAS_POLL_S", "NBDEPLOY_TOKEN")
-    saved = {key: os.environ.get(key) for key in keys}
     cwd = os.getcwd()
     root.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["NBDEPLOY_HOME"] = str(root)
-    os.environ["NBDEPLOY_ALIAS_POLL_S"] = "0.2"
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("NBDEPLOY_TOKEN", None)
-    os.chdir(root.parent)
-    config.reset()
-    try:
-        yield root
-    finally:
-        from nbdeploy.serving.process import stop
-
+    values = {"NBDEPLOY_HOME": str(root), "NBDEPLOY_ALIAS_POLL_S": "0.2",
+              "MLFLOW_TRACKING_URI": None, "NBDEPLOY_TOKEN": None}  # fmt: skip
+    with environ(**values):
+        os.chdir(root.parent)
+        config.reset()
         try:
-            if (root / "deployments").is_dir():
-                stop(all=True)
+            yield root
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            os.chdir(cwd)
-            config.reset()
+            from nbdeploy.serving.process import stop
+
+            try:
+                if (root / "deployments").is_dir():
+                    stop(all=True)
+            finally:
+                os.chdir(cwd)
+    config.reset()
+
+
+@contextlib.contextmanager
+def environ(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, unset) environment variables for a block, then restore them.
+
+    Servers started inside the block inherit them (``nd.serve`` passes its environment).
+    """
+    saved = {key: os.environ.get(key) for key in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ environment ``nd.serve`` passes on).
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 import nbdeploy as nd
+from tests.conftest import environ
 
 SECRET = "SECRET-VALUE-123"
 TOKEN = "tok-3f9a2c77"
@@ -42,23 +42,15 @@ def servers(module_home, module_champion, churn_data):
 
     X, y, _, _ = churn_data
     limits = {"NBDEPLOY_MAX_BODY_BYTES": str(MAX_BODY), "NBDEPLOY_MAX_ROWS": str(MAX_ROWS)}
-    saved = {key: os.environ.get(key) for key in limits}
-    os.environ.update(limits)  # nd.serve hands its environment to the server
-    try:
-        with ThreadPoolExecutor(2) as pool:  # servers start while the next model registers
-            guarded = pool.submit(nd.serve, "churn/1", name="churn-guarded", token=TOKEN)
-            Xn = X[NUMERIC].copy()
-            Xn.loc[Xn.index[::10], "monthly_charges"] = np.nan  # training had missing values
-            numeric_model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())
-            numeric_model.fit(Xn, y)
-            nd.register(numeric_model, "numeric", Xn, y)
-            guarded = guarded.result()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environ(**limits), ThreadPoolExecutor(2) as pool:
+        # the guarded server starts while the numeric model registers
+        guarded = pool.submit(nd.serve, "churn/1", name="churn-guarded", token=TOKEN)
+        Xn = X[NUMERIC].copy()
+        Xn.loc[Xn.index[::10], "monthly_charges"] = np.nan  # training had missing values
+        numeric_model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())
+        numeric_model.fit(Xn, y)
+        nd.register(numeric_model, "numeric", Xn, y)
+        guarded = guarded.result()
     with ThreadPoolExecutor(2) as pool:
         main = pool.submit(nd.serve, "churn@champion")
         numeric = pool.submit(nd.serve, "numeric/1")

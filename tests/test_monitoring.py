@@ -8,7 +8,6 @@ alert timer every 0.3 s against a local webhook receiver.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -21,6 +20,7 @@ import pytest
 import nbdeploy as nd
 from nbdeploy.monitoring import Rule, alerts, check_alerts, report
 from nbdeploy.monitoring.metrics import ESTIMATE_LABEL
+from tests.conftest import environ
 
 pytestmark = pytest.mark.slow
 
@@ -79,13 +79,8 @@ def crafted(module_champion, churn_data, receiver):
     rows["monthly_charges"] = rows["monthly_charges"] + 60
     rows["contract"] = rows["contract"].astype(str)
     rows.iloc[:6, rows.columns.get_loc("contract")] = "weekly"
-    saved = {k: os.environ.get(k) for k in ("NBDEPLOY_ALERT_INTERVAL_S", "NBDEPLOY_ALERT_WEBHOOK")}
-    os.environ.update(NBDEPLOY_ALERT_INTERVAL_S="0.3", NBDEPLOY_ALERT_WEBHOOK=url)
-    try:
+    with environ(NBDEPLOY_ALERT_INTERVAL_S="0.3", NBDEPLOY_ALERT_WEBHOOK=url):
         dep = nd.serve("churn@champion", name="crafted")
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.update({key: value})
     dep.predict(rows)
     bad = {"dataframe_split": {"columns": list(X.columns), "data": [["abc", 50.0, 1, "monthly"]]}}
     assert {_post(dep.url, bad) for _ in range(20)} == {422}
