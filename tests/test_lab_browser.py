@@ -127,6 +127,10 @@ def test_the_panel_shows_promotes_monitors_and_stops(browser, lab):
         deployment.locator('[data-nbdeploy-action="monitor"]').click()
         cell = page.locator(".jp-Notebook .jp-Cell").filter(has_text="%deploy monitor churn")
         cell.first.wait_for(timeout=30_000)
+        # ... and the live panel renders as a widget in the browser (its tabs, drawn offline)
+        rendered = cell.first.locator(".jp-OutputArea-output .widget-tab, .lm-TabBar")
+        rendered.first.wait_for(timeout=120_000)
+        cell.first.get_by_text("Overview").first.wait_for(timeout=30_000)
         page.screenshot(path=str(shot("lab-monitor.png")))
 
         # Stop, confirmed in a dialog
