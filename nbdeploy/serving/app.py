@@ -121,6 +121,11 @@ class App:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
+    def _stats(self) -> dict[str, int]:
+        """Batch and prediction counts over every model that answers (canaries included)."""
+        predictors = self.router.predictors()
+        return {key: sum(p.stats[key] for p in predictors) for key in ("batches", "predictions")}
+
     def _count_rejection(self, exc: HttpError) -> None:
         """Queue a rejection count; one commit per 0.2 s writes them, so a flood of bad
         requests costs the event loop one transaction, not one per request."""
@@ -152,7 +157,7 @@ class App:
         if path in ("/health", "/ping", "/v2/health/live", "/v2/health/ready"):
             return 200, orjson.dumps({"status": "ready"}), _JSON
         if path == "/metrics":
-            text = self.metrics.render(self.model, self.predictor.stats)
+            text = self.metrics.render(self.model, self._stats())
             return 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")]
         if path == "/info":
             return 200, orjson.dumps(self.info()), _JSON
@@ -184,7 +189,7 @@ class App:
             "started": self.started,
             "requests": counts["requests"],
             "rejected": counts["rejected"],
-            "predictions": self.predictor.stats["predictions"],
+            "predictions": self._stats()["predictions"],
             "warnings": model.warnings
             + (
                 [f"alias follow: {self.follower.last_error}"]
