@@ -128,7 +128,7 @@ class Window:
 
     @classmethod
     def of(cls, since: Any = None, until: Any = None) -> Window:
-        return cls(auditlog._since(since), auditlog._since(until))
+        return cls(auditlog.parse_time(since), auditlog.parse_time(until))
 
     def contains(self, ts: float) -> bool:
         return (self.start is None or ts >= self.start) and (self.end is None or ts <= self.end)

@@ -10,7 +10,6 @@ out files that no longer match, before anything is deserialized.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import shutil
@@ -22,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config, lineage
 from nbdeploy.exceptions import (
-    IntegrityError,
     ModelNotFoundError,
     PromotionError,
     RegistryError,
     SignatureError,
 )
+from nbdeploy.integrity import verify, write_manifest
 from nbdeploy.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 TAG = "nbdeploy."
-MANIFEST = "nbdeploy.manifest.json"
 METADATA = "nbdeploy.json"
 PROFILE = "profile.json"
 _REF = re.compile(r"^(?:models:/)?(?P<name>[^@]+?)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
@@ -218,7 +216,7 @@ def register(
         _write_json(path / METADATA, metadata)
         profile = profiling.build_profile(frame, predictions, scores)
         (path / PROFILE).write_bytes(_dumps(profile))
-        manifest_sha = _write_manifest(path)
+        manifest_sha = write_manifest(path)
         mv = _log_and_register(name, path, metadata, manifest_sha, description, tags or {})
     if alias:
         _move_alias(mv, alias, action="register", reason="set at registration")
@@ -286,49 +284,6 @@ def _log_and_register(
 
 
 # -- artifacts and trust -----------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_manifest(path: Path) -> str:
-    files = {
-        p.relative_to(path).as_posix(): _sha256(p) for p in sorted(path.rglob("*")) if p.is_file()
-    }
-    _write_json(path / MANIFEST, {"sha256": files})
-    return _sha256(path / MANIFEST)
-
-
-def verify(path: Path, manifest_sha: str | None, *, what: str) -> None:
-    """Raise ``IntegrityError`` unless every file under ``path`` matches the manifest."""
-    if not manifest_sha:
-        raise IntegrityError(
-            f"{what} was not registered by nbdeploy (no recorded artifact hashes), so it "
-            "is not trusted; re-register it with nd.register, or opt in with "
-            "trust_unverified=True (NBDEPLOY_TRUST_UNVERIFIED=1) if you trust its source"
-        )
-    manifest = path / MANIFEST
-    if not manifest.is_file() or _sha256(manifest) != manifest_sha:
-        raise IntegrityError(
-            f"the artifact manifest of {what} was changed after registration; refusing to load it"
-        )
-    expected = json.loads(manifest.read_text())["sha256"]
-    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    present.discard(MANIFEST)
-    if present != set(expected):
-        raise IntegrityError(
-            f"files of {what} were added or removed after registration; refusing to load it"
-        )
-    for rel, sha in expected.items():
-        if _sha256(path / rel) != sha:
-            raise IntegrityError(
-                f"{rel} of {what} does not match its registered sha256; refusing to load it"
-            )
 
 
 def cache_path(name: str, version: int) -> Path:

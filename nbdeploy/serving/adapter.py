@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nbdeploy import lineage, registry
+from nbdeploy import integrity, lineage, registry
 from nbdeploy.flavors import as_vector
 from nbdeploy.models import ModelVersion
 from nbdeploy.schema import Schema
@@ -182,7 +182,7 @@ def load_verified(
     import before the first answer.
     """
     path = registry.cache_path(name, version)
-    registry.verify(path, manifest_sha, what=f"{name}/{version}")
+    integrity.verify(path, manifest_sha, what=f"{name}/{version}")
     return LoadedModel(ModelVersion(name=name, version=version, run_id=""), path, alias=alias)
 
 

@@ -1,16 +1,4 @@
-"""The prediction log: every served, shadow and batch prediction, append-only.
-
-SQLite in WAL mode with ``synchronous=NORMAL``: a committed transaction survives
-``kill -9`` of the writer, and a commit costs no fsync. The server writes one
-transaction per micro-batch (group commit) before it releases the responses.
-
-One row per request ("record") holds its rows columnar in an orjson payload; a
-prediction id is ``<record_id>-<row>``. This keeps a 10,000-row request at one
-insert while ``logs()`` still returns one row per prediction. Records are
-hash-chained (each hash covers the previous one), so editing or deleting a row
-afterwards is detectable. Feedback labels and rejected-request counts live in
-their own append-only tables; prediction rows are never updated.
-"""
+"""Writing and reading records: SQLite in WAL mode, group commit, hash chain."""
 
 from __future__ import annotations
 
@@ -21,16 +9,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import orjson
 
 from nbdeploy import config
 from nbdeploy.exceptions import AuditLogError
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 GENESIS = "0" * 64
 _SCHEMA = """
@@ -72,16 +56,6 @@ CREATE TABLE IF NOT EXISTS rejections (
     status INTEGER NOT NULL
 );
 """
-META_COLUMNS = (
-    "prediction_id",
-    "request_id",
-    "timestamp",
-    "model_name",
-    "model_version",
-    "alias",
-    "role",
-    "latency_ms",
-)
 
 
 @dataclass
@@ -107,45 +81,6 @@ class Record:
     def prediction_ids(self) -> list[str]:
         prefix = self.record_id + "-"
         return [prefix + str(i) for i in range(self.n_rows)]
-
-
-_MAGIC = b"NBD1"
-
-
-def encode_payload(body: dict[str, Any]) -> bytes:
-    """A record's content: JSON for the small parts, raw bytes for numeric arrays.
-
-    A 10,000 x 20 float input is 1.6 MB of float64 rather than 4.4 MB of JSON text:
-    cheaper to write, to hash for the chain, and exact (no decimal round trip).
-    """
-    plain: dict[str, Any] = {}
-    arrays: list[list[Any]] = []
-    blocks: list[bytes] = []
-    for key, value in body.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
-            array = np.ascontiguousarray(value)
-            arrays.append([key, array.dtype.str, list(array.shape)])
-            blocks.append(array.tobytes())
-        else:
-            plain[key] = value
-    header = orjson.dumps({"plain": plain, "arrays": arrays}, option=orjson.OPT_SERIALIZE_NUMPY)
-    return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *blocks])
-
-
-def decode_payload(payload: bytes) -> dict[str, Any]:
-    """The inverse of :func:`encode_payload` (numeric arrays come back as numpy)."""
-    if not payload.startswith(_MAGIC):
-        return dict(orjson.loads(payload))
-    size = int.from_bytes(payload[4:8], "little")
-    header = orjson.loads(payload[8 : 8 + size])
-    body = dict(header["plain"])
-    offset = 8 + size
-    for key, dtype, shape in header["arrays"]:
-        dt = np.dtype(dtype)
-        count = int(np.prod(shape)) if shape else 1
-        body[key] = np.frombuffer(payload, dt, count, offset).reshape(shape)
-        offset += count * dt.itemsize
-    return body
 
 
 def _digest(prev: str, row: tuple[Any, ...], payload: bytes) -> str:
@@ -453,116 +388,3 @@ def shared() -> AuditLog:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, str | bytes) else value
-
-
-def _since(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    import pandas as pd
-
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return stamp.timestamp()
-
-
-def logs(
-    name: str, *, since: Any = None, limit: int | None = None, role: str | None = None
-) -> pd.DataFrame:
-    """Logged predictions of a deployment or model, one row per prediction, oldest first."""
-    import pandas as pd
-
-    if role not in (None, "served", "shadow", "batch"):
-        raise AuditLogError(f"role must be 'served', 'shadow' or 'batch', not {role!r}")
-    records = shared().records(name, since=_since(since), limit=limit, role=role)
-    meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
-    features: dict[str, list[Any]] = {}
-    outputs: dict[str, list[Any]] = {}
-    total = 0
-    for rid, req, ts, model, version, alias, rrole, latency, n, payload in records:
-        body = decode_payload(payload)
-        meta["prediction_id"].extend(f"{rid}-{i}" for i in range(n))
-        for key, value in (
-            ("request_id", req),
-            ("timestamp", ts),
-            ("model_name", model),
-            ("model_version", version),
-            ("alias", alias),
-            ("role", rrole),
-            ("latency_ms", latency),
-        ):
-            meta[key].extend([value] * n)
-        for column, values in decode_inputs(body).items():
-            _extend(features, column, values, total)
-        _extend(outputs, "prediction", _list(body["predictions"]), total)
-        if body.get("proba") is not None:
-            proba = np.asarray(body["proba"], dtype=float)
-            for j, cls in enumerate(body["classes"]):
-                _extend(outputs, f"proba_{cls}", proba[:, j].tolist(), total)
-            _extend(outputs, "score", proba.max(axis=1).tolist(), total)
-        for key in ("fallback", "fallback_reason", "model_prediction"):
-            if key in body:
-                _extend(outputs, key, _list(body[key]), total)
-        total += n
-    frame = pd.DataFrame(meta)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
-    taken = set(META_COLUMNS) | set(outputs)
-    for column, values in features.items():
-        frame["feature." + column if column in taken else column] = _pad(values, total)
-    for column, values in outputs.items():
-        frame[column] = _pad(values, total)
-    if limit is not None and len(frame) > limit:
-        frame = frame.iloc[len(frame) - limit :].reset_index(drop=True)
-    return frame
-
-
-def decode_inputs(body: dict[str, Any]) -> dict[str, list[Any]]:
-    """A decoded payload's inputs as column name -> values."""
-    columns = body["columns"]
-    if "data" in body:
-        data = np.asarray(body["data"], dtype=float)
-        return {c: data[:, j].tolist() for j, c in enumerate(columns)}
-    return {c: list(v) for c, v in zip(columns, body["columnar"], strict=True)}
-
-
-def _list(values: Any) -> list[Any]:
-    return values.tolist() if isinstance(values, np.ndarray) else list(values)
-
-
-def _extend(store: dict[str, list[Any]], key: str, values: list[Any], offset: int) -> None:
-    column = store.setdefault(key, [])
-    if len(column) < offset:
-        column.extend([None] * (offset - len(column)))
-    column.extend(values)
-
-
-def _pad(values: list[Any], total: int) -> list[Any]:
-    return values + [None] * (total - len(values))
-
-
-def labels(name: str) -> pd.DataFrame:
-    """The latest ground-truth label per prediction id of ``name``."""
-    import pandas as pd
-
-    rows = (
-        shared()
-        .db.execute(
-            "SELECT prediction_id, label, ts FROM feedback "
-            "WHERE model_name = ? OR deployment = ? ORDER BY seq",
-            (name, name),
-        )
-        .fetchall()
-    )
-    frame = pd.DataFrame(
-        [(pid, orjson.loads(label), ts) for pid, label, ts in rows],
-        columns=["prediction_id", "label", "ts"],
-    )
-    return frame.drop_duplicates("prediction_id", keep="last").reset_index(drop=True)
-
-
-def feedback(name: str, prediction_ids: Any, labels: Any) -> int:
-    """Record ground-truth labels for logged predictions; returns how many were recorded."""
-    ids = [str(p) for p in list(prediction_ids)]
-    return shared().add_feedback(name, ids, list(labels), source=config.settings().user)

@@ -1,0 +1,55 @@
+"""A record's content: JSON for the small parts, raw bytes for numeric arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+_MAGIC = b"NBD1"
+
+
+def encode_payload(body: dict[str, Any]) -> bytes:
+    """A record's content: JSON for the small parts, raw bytes for numeric arrays.
+
+    A 10,000 x 20 float input is 1.6 MB of float64 rather than 4.4 MB of JSON text:
+    cheaper to write, to hash for the chain, and exact (no decimal round trip).
+    """
+    plain: dict[str, Any] = {}
+    arrays: list[list[Any]] = []
+    blocks: list[bytes] = []
+    for key, value in body.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
+            array = np.ascontiguousarray(value)
+            arrays.append([key, array.dtype.str, list(array.shape)])
+            blocks.append(array.tobytes())
+        else:
+            plain[key] = value
+    header = orjson.dumps({"plain": plain, "arrays": arrays}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *blocks])
+
+
+def decode_payload(payload: bytes) -> dict[str, Any]:
+    """The inverse of :func:`encode_payload` (numeric arrays come back as numpy)."""
+    if not payload.startswith(_MAGIC):
+        return dict(orjson.loads(payload))
+    size = int.from_bytes(payload[4:8], "little")
+    header = orjson.loads(payload[8 : 8 + size])
+    body = dict(header["plain"])
+    offset = 8 + size
+    for key, dtype, shape in header["arrays"]:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape)) if shape else 1
+        body[key] = np.frombuffer(payload, dt, count, offset).reshape(shape)
+        offset += count * dt.itemsize
+    return body
+
+
+def decode_inputs(body: dict[str, Any]) -> dict[str, list[Any]]:
+    """A decoded payload's inputs as column name -> values."""
+    columns = body["columns"]
+    if "data" in body:
+        data = np.asarray(body["data"], dtype=float)
+        return {c: data[:, j].tolist() for j, c in enumerate(columns)}
+    return {c: list(v) for c, v in zip(columns, body["columnar"], strict=True)}
