@@ -223,3 +223,16 @@ def test_a_fired_rule_can_start_a_retrain_job(live, tmp_path):
         check_alerts(
             "live", [Rule("bad", "accuracy", "<", 0.99, min_rows=30, then="nope")], cooldown_s=0
         )
+
+
+def test_labels_of_another_type_than_the_predictions_still_score():
+    import pandas as pd
+
+    from nbdeploy.monitoring.metrics import _classification
+
+    part = pd.DataFrame({"prediction": [1, 0, 1, 1] * 10, "proba_0": [0.2, 0.8, 0.3, 0.1] * 10,
+                         "proba_1": [0.8, 0.2, 0.7, 0.9] * 10})  # fmt: skip
+    from_csv = _classification(part, pd.Series([1.0, 0.0, 0.0, 1.0] * 10))  # floats
+    assert from_csv["accuracy"] == 0.75 and from_csv["roc_auc"] == 1.0
+    three = _classification(part, pd.Series([1, 0, 2, 1] * 10))  # a label never predicted
+    assert three["accuracy"] == 0.75 and 0 < three["f1"] < 1

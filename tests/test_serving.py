@@ -388,7 +388,28 @@ def test_the_hash_chain_detects_tampering(served):
             assert edited != payload
             db.execute("UPDATE records SET payload = ? WHERE record_id = ?", (edited, last))
         assert log.verify(last) is False
-        assert log.verify(middle) is True
+        assert log.breaks(first) == [last]
+        assert log.verify(middle) is False  # a break after it: no longer vouched for
+        with sqlite3.connect(path) as db:  # put it back: the chain holds again
+            db.execute("UPDATE records SET payload = ? WHERE record_id = ?", (payload, last))
+        assert all(log.verify(record_id) for record_id in ids)
+        # a careful forger re-hashes the edited row and patches the next row's link:
+        # the next row's own hash then no longer recomputes
+        from nbdeploy.auditlog.store import _digest
+
+        with sqlite3.connect(path) as db:
+            cols = ("record_id, request_id, ts, deployment, model_name, model_version, alias, "
+                    "role, n_rows, latency_ms, payload, prev_hash")  # fmt: skip
+            *meta, old, prev = db.execute(
+                f"SELECT {cols} FROM records WHERE record_id = ?", (middle,)
+            ).fetchone()
+            meta[2], meta[6], meta[9] = repr(meta[2]), meta[6] or "", repr(meta[9])
+            forged = old.replace(b'"no"', b'"yes"') if b'"no"' in old else old + b" "
+            new_hash = _digest(prev, tuple(meta), forged)
+            db.execute("UPDATE records SET payload = ?, hash = ? WHERE record_id = ?",
+                       (forged, new_hash, middle))  # fmt: skip
+            db.execute("UPDATE records SET prev_hash = ? WHERE record_id = ?", (new_hash, last))
+        assert log.verify(middle) is False and log.breaks(first) == [last]
         with sqlite3.connect(path) as db:  # deleting a row breaks the link after it
             db.execute("DELETE FROM records WHERE record_id = ?", (first,))
         assert log.verify(middle) is False

@@ -333,29 +333,43 @@ class AuditLog:
         ).fetchone()[0]
         return {"predictions": int(predictions), "rejected": int(rejected)}
 
-    def verify(self, record_id: str) -> bool:
-        """Does the hash chain check out around this record?"""
-        row = self.db.execute(
-            "SELECT seq, record_id, request_id, ts, deployment, model_name, model_version, "
-            "alias, role, n_rows, latency_ms, payload, prev_hash, hash FROM records "
-            "WHERE record_id = ?",
-            (record_id,),
-        ).fetchone()
-        if row is None:
-            return False
-        seq, *meta, payload, prev, digest = row
-        meta[2], meta[6], meta[9] = repr(meta[2]), meta[6] or "", repr(meta[9])
+    def breaks(self, record_id: str | None = None) -> list[str]:
+        """Records from ``record_id`` (default: the first) to the newest whose hash does
+        not recompute or whose link to the previous record is broken.
+
+        Editing a row changes its digest; re-hashing it breaks the next row's link; fixing
+        that link breaks the next row's digest, and so on up to the newest record. So a
+        row is only vouched for when the chain holds from it all the way to the head.
+        """
+        start = 0
+        if record_id is not None:
+            found = self.db.execute(
+                "SELECT seq FROM records WHERE record_id = ?", (record_id,)
+            ).fetchone()
+            if found is None:
+                return [record_id]
+            start = found[0]
         before = self.db.execute(
-            "SELECT hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,)
+            "SELECT hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (start,)
         ).fetchone()
-        after = self.db.execute(
-            "SELECT prev_hash FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
-        ).fetchone()
-        return (
-            (before[0] if before else GENESIS) == prev
-            and _digest(prev, tuple(meta), payload) == digest
-            and (after is None or after[0] == digest)
-        )
+        expected_prev = before[0] if before else GENESIS
+        broken = []
+        for row in self.db.execute(
+            "SELECT record_id, request_id, ts, deployment, model_name, model_version, alias, "
+            "role, n_rows, latency_ms, payload, prev_hash, hash FROM records WHERE seq >= ? "
+            "ORDER BY seq",
+            (start,),
+        ):
+            *meta, payload, prev, digest = row
+            meta[2], meta[6], meta[9] = repr(meta[2]), meta[6] or "", repr(meta[9])
+            if prev != expected_prev or _digest(prev, tuple(meta), payload) != digest:
+                broken.append(meta[0])
+            expected_prev = digest
+        return broken
+
+    def verify(self, record_id: str) -> bool:
+        """Does the hash chain hold from this record to the newest one?"""
+        return not self.breaks(record_id)
 
 
 class _Checkpointer(threading.Thread):

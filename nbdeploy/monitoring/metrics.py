@@ -204,16 +204,21 @@ def _classification(part: pd.DataFrame, y: pd.Series) -> dict[str, float]:
         return result
     from sklearn import metrics
 
-    truth = y.astype(str).to_numpy()
-    predicted = part["prediction"].astype(str).to_numpy()
+    truth = np.array([_label(v) for v in y], dtype=object)
+    predicted = np.array([_label(v) for v in part["prediction"]], dtype=object)
     result["accuracy"] = float(metrics.accuracy_score(truth, predicted))
     classes = sorted(c[len("proba_") :] for c in part.columns if c.startswith("proba_"))
     binary = len(classes) == 2
     positive = classes[-1] if binary else None
-    average = "binary" if binary and positive in set(truth) | set(predicted) else "macro"
+    seen = set(truth) | set(predicted)
+    average = "binary" if binary and positive in seen and len(seen) <= 2 else "macro"
     result["f1"] = float(
         metrics.f1_score(
-            truth, predicted, average=average, pos_label=positive or 1, zero_division=0
+            truth,
+            predicted,
+            average=average,
+            zero_division=0,
+            **({"pos_label": positive} if average == "binary" else {}),
         )
     )
     if len(set(truth)) > 1 and classes and set(truth) <= set(classes):
@@ -226,6 +231,18 @@ def _classification(part: pd.DataFrame, y: pd.Series) -> dict[str, float]:
                 metrics.roc_auc_score(truth, proba, multi_class="ovr", labels=classes)
             )
     return result
+
+
+def _label(value: Any) -> str:
+    """A class label as text, the same whichever type it arrived as: feedback read from
+    a CSV says 1.0 where the model predicts 1, and both must mean class "1"."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
 
 
 def _regression(part: pd.DataFrame, y: pd.Series) -> dict[str, float]:
