@@ -26,6 +26,7 @@ import numpy as np
 from nbdeploy import auditlog, registry
 from nbdeploy.exceptions import AuditLogError
 from nbdeploy.models import AuditRecord
+from nbdeploy.monitoring.metrics import label_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,20 +249,24 @@ def performance(name: str, window: Window | None = None) -> pd.DataFrame:
     truth = auditlog.labels(name)
     labels = dict(zip(truth["prediction_id"], truth["label"], strict=True))
     rows: dict[int, list[tuple[Any, Any]]] = {}
+    classifier: set[int] = set()
     for rid, _, version, _, role, n, _, payload in _records(name, window or Window()):
         if role == "shadow":
             continue
-        predictions = None
+        body = None
         for i in range(n):
             label = labels.get(f"{rid}-{i}")
             if label is not None:
-                if predictions is None:  # decode only records that have labels
-                    predictions = auditlog.decode_payload(payload)["predictions"]
-                rows.setdefault(version, []).append((predictions[i], label))
+                if body is None:  # decode only records that have labels
+                    body = auditlog.decode_payload(payload)
+                    if "classes" in body:  # the model gave class probabilities
+                        classifier.add(version)
+                rows.setdefault(version, []).append((body["predictions"][i], label))
     out = []
     for version, pairs in sorted(rows.items()):
         predicted, actual = zip(*pairs, strict=True)
-        if all(isinstance(a, int | float) and not isinstance(a, bool) for a in actual):
+        numbers = all(isinstance(a, int | float) and not isinstance(a, bool) for a in actual)
+        if version not in classifier and numbers and len(set(actual)) > 20:
             error = np.abs(np.asarray(predicted, float) - np.asarray(actual, float))
             out.append(
                 {
@@ -272,7 +277,7 @@ def performance(name: str, window: Window | None = None) -> pd.DataFrame:
                 }
             )
         else:
-            hits = sum(str(p) == str(a) for p, a in pairs)
+            hits = sum(label_text(p) == label_text(a) for p, a in pairs)
             out.append(
                 {
                     "version": version,

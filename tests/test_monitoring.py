@@ -236,3 +236,19 @@ def test_labels_of_another_type_than_the_predictions_still_score():
     assert from_csv["accuracy"] == 0.75 and from_csv["roc_auc"] == 1.0
     three = _classification(part, pd.Series([1, 0, 2, 1] * 10))  # a label never predicted
     assert three["accuracy"] == 0.75 and 0 < three["f1"] < 1
+
+
+def test_audit_performance_scores_integer_classes_as_a_classifier(home):
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from nbdeploy import auditing
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = (X["a"] > 0).astype(int)  # classes 0 and 1, as integers
+    nd.register(LogisticRegression().fit(X, y), "ints", X, y)
+    scored = nd.score("ints/1", X)
+    nd.feedback("ints", scored["prediction_id"], y.astype(float))  # labels read back as floats
+    perf = auditing.performance("ints").set_index("version").loc[1]
+    assert perf["metric"] == "accuracy" and perf["value"] > 0.9

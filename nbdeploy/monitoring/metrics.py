@@ -204,8 +204,8 @@ def _classification(part: pd.DataFrame, y: pd.Series) -> dict[str, float]:
         return result
     from sklearn import metrics
 
-    truth = np.array([_label(v) for v in y], dtype=object)
-    predicted = np.array([_label(v) for v in part["prediction"]], dtype=object)
+    truth = np.array([label_text(v) for v in y], dtype=object)
+    predicted = np.array([label_text(v) for v in part["prediction"]], dtype=object)
     result["accuracy"] = float(metrics.accuracy_score(truth, predicted))
     classes = sorted(c[len("proba_") :] for c in part.columns if c.startswith("proba_"))
     binary = len(classes) == 2
@@ -233,7 +233,7 @@ def _classification(part: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     return result
 
 
-def _label(value: Any) -> str:
+def label_text(value: Any) -> str:
     """A class label as text, the same whichever type it arrived as: feedback read from
     a CSV says 1.0 where the model predicts 1, and both must mean class "1"."""
     if isinstance(value, bool | np.bool_):
