@@ -356,7 +356,7 @@ class AuditRecord:
     request_id: str = ""
     #: Class probabilities when the model gives them.
     proba: dict[str, float] | None = None
-    #: How the explanation was computed ("linear", "baseline-substitution", "shap").
+    #: How the explanation was computed ("linear", "shapley", "shap").
     explanation_method: str = ""
     #: Re-scoring the logged input with the recorded version gives the logged output.
     reproduced: bool | None = None

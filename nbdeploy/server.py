@@ -210,7 +210,10 @@ class _Handler(APIHandler):
             return
         except Exception as exc:  # logged with its traceback here, not sent to the browser
             self.log.exception("nbdeploy: %s failed", self.request.path)
-            self._error(500, f"nbdeploy failed unexpectedly ({type(exc).__name__}: {exc})")
+            self._error(
+                500,
+                f"nbdeploy failed unexpectedly ({type(exc).__name__}); see the Jupyter server log",
+            )
             return
         self.finish(json.dumps(result, default=str))
 

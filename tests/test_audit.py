@@ -66,3 +66,89 @@ def test_the_audit_notebook_reproduces_and_verifies(answered):
     assert r["log_verified"] is True and r["records_checked"] >= 1
     assert (r["model_version"], r["reproduced"], r["verified"]) == (1, True, True)
     assert r["predictions"] >= 5
+
+
+@pytest.fixture
+def forest(home, churn_data):
+    """A registered random forest that never looks at ``support_calls``, loaded."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from nbdeploy.serving.adapter import load
+
+    X, y, X_test, _ = churn_data
+    prep = ColumnTransformer(
+        [
+            ("num", "passthrough", ["tenure_months", "monthly_charges"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
+        ]
+    )  # support_calls is dropped
+    clf = RandomForestClassifier(n_estimators=50, random_state=0)
+    pipeline = Pipeline([("prep", prep), ("clf", clf)]).fit(X, y)
+    mv = nd.register(pipeline, "churn_rf", X, y)
+    return pipeline, load(mv), nd.registry.load_profile(mv), X_test
+
+
+def _g_difference(pipeline, model, profile, x):
+    """g(x) - g(baseline) from the fitted pipeline itself, g = P(predicted class)."""
+    import pandas as pd
+
+    from nbdeploy import explain
+
+    base = explain.baseline(profile, list(x))
+    for col in model.schema.columns:
+        if col.type == "long" and isinstance(base[col.name], float):
+            base[col.name] = round(base[col.name])
+    categories = pd.CategoricalDtype(["monthly", "yearly", "two-year"])
+    frame = pd.DataFrame([x, base]).astype({"contract": categories})
+    proba = pipeline.predict_proba(frame)
+    cls = int(proba[0].argmax())
+    return proba[0, cls] - proba[1, cls]
+
+
+def test_a_nonlinear_model_gets_exact_additive_shapley_values(forest):
+    from nbdeploy import explain
+
+    pipeline, model, profile, X_test = forest
+    for i in range(5):
+        x = {c: X_test.iloc[i][c] for c in X_test.columns}
+        shares, method = explain.explain(model, x, profile)
+        assert method.startswith("shapley (exact, 16 coalitions")
+        assert set(shares) == set(X_test.columns)
+        total = _g_difference(pipeline, model, profile, x)
+        assert sum(shares.values()) == pytest.approx(total, abs=1e-9)
+        assert shares["support_calls"] == pytest.approx(0.0, abs=1e-12)  # ignored
+        # the method string states g(x) and g(baseline), so auditors can check the sum
+        g_x, g_base = (float(v) for v in method.split("= ")[-1].rstrip(")").split(" - "))
+        assert g_x - g_base == pytest.approx(total, abs=1e-9)
+
+
+def test_many_columns_fall_back_to_sampled_permutations_that_still_add_up(forest, monkeypatch):
+    from nbdeploy import explain
+
+    pipeline, model, profile, X_test = forest
+    x = {c: X_test.iloc[0][c] for c in X_test.columns}
+    exact, _ = explain.explain(model, x, profile)
+    monkeypatch.setattr(explain, "EXACT_MAX_FEATURES", 2)
+    shares, method = explain.explain(model, x, profile)
+    assert method.startswith("shapley (64 sampled permutations")
+    assert sum(shares.values()) == pytest.approx(
+        _g_difference(pipeline, model, profile, x), abs=1e-9
+    )
+    assert shares["support_calls"] == pytest.approx(0.0, abs=1e-12)
+    assert shares == pytest.approx(exact, abs=0.05)  # an estimate of the exact values
+    assert explain.explain(model, x, profile) == (shares, method)  # seeded: reproducible
+
+
+def test_audit_of_a_served_forest_prediction_is_additive(forest):
+    pipeline, model, profile, X_test = forest
+    answers = nd.serve("churn_rf/1").predict(X_test.head(3))
+    record = nd.audit(answers["prediction_id"][1])
+    assert record.reproduced is True
+    assert record.explanation_method.startswith("shapley (exact")
+    x = {c: X_test.iloc[1][c] for c in X_test.columns}
+    total = _g_difference(pipeline, model, profile, x)
+    assert sum(record.explanation.values()) == pytest.approx(total, abs=1e-9)
+    assert record.explanation["support_calls"] == pytest.approx(0.0, abs=1e-12)

@@ -252,3 +252,26 @@ def test_audit_performance_scores_integer_classes_as_a_classifier(home):
     nd.feedback("ints", scored["prediction_id"], y.astype(float))  # labels read back as floats
     perf = auditing.performance("ints").set_index("version").loc[1]
     assert perf["metric"] == "accuracy" and perf["value"] > 0.9
+
+
+def test_drift_of_a_model_trained_on_an_array_takes_arrays(home):
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 3))
+    nd.register(LinearRegression().fit(X, X @ [1.0, 2.0, 3.0]), "arr", X, X @ [1.0, 2.0, 3.0])
+    current = rng.normal(size=(2000, 3))
+    current[:, 2] += 1.0
+    report = nd.drift("arr/1", current)
+    assert report.columns["drifted"].to_dict() == {"f0": False, "f1": False, "f2": True}
+
+
+def test_time_windows_take_durations_and_refuse_nonsense():
+    import time as clock
+
+    from nbdeploy.auditlog import parse_time
+
+    assert abs(parse_time("1h") - (clock.time() - 3600)) < 5
+    assert parse_time("2026-01-31T12:00") == 1769860800.0
+    with pytest.raises(nd.AuditLogError, match="is not a time"):
+        parse_time("yesterday-ish")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,17 +28,34 @@ META_COLUMNS = (
 )
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
 def parse_time(value: Any) -> float | None:
+    """Epoch seconds from a number, a datetime or ISO string (UTC unless it says
+    otherwise), or a duration back from now like ``"15m"``, ``"6h"``, ``"7d"``."""
     if value is None:
         return None
     if isinstance(value, int | float):
         return float(value)
+    import re
+
     import pandas as pd
 
-    stamp = pd.Timestamp(value)
+    text = str(value).strip()
+    ago = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
+    if ago:
+        return time.time() - float(ago.group(1)) * _UNITS[ago.group(2)]
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise AuditLogError(
+            f"{text[:40]!r} is not a time: give an ISO time like '2026-01-31T12:00', "
+            "epoch seconds, or a duration back from now like '6h'"
+        ) from None
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
-    return stamp.timestamp()
+    return float(stamp.timestamp())
 
 
 def logs(

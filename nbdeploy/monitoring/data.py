@@ -76,8 +76,29 @@ def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
 
     if isinstance(reference, str | ModelVersion):
         reference = reference_profile(reference)
+    if not hasattr(current, "columns") or isinstance(reference, dict):
+        current = _named_like(reference, current)
     report: DriftReport = engine().drift(reference, current, **kw)
     return report
+
+
+def _named_like(reference: Any, current: Any) -> pd.DataFrame:
+    """``current`` as a DataFrame named like the reference: a model trained on an array
+    profiles its columns as f0, f1, ...; an array (or a frame with positional column
+    labels) of the same width is compared column by column."""
+    import numpy as np
+    import pandas as pd
+
+    names = (
+        list(reference["columns"])
+        if isinstance(reference, dict)
+        else [str(c) for c in reference.columns]
+    )
+    frame = current if isinstance(current, pd.DataFrame) else pd.DataFrame(np.asarray(current))
+    positional = all(isinstance(c, int) for c in frame.columns)
+    if positional and frame.shape[1] == len(names) and set(map(str, frame.columns)) != set(names):
+        frame = frame.set_axis(names, axis=1)
+    return frame
 
 
 @dataclass
