@@ -5,9 +5,10 @@ and every tab is that report's HTML (charts are inline SVG, nothing is fetched f
 a CDN). A daemon thread polls the audit log cheaply (a few ``COUNT``/``MAX`` queries)
 every ``interval`` seconds and recomputes the report only when traffic, feedback,
 rejections or alerts changed, or the window slid by a minute; it never blocks the
-kernel, stops with :meth:`MonitorPanel.stop` or ``close()``, and ends by itself once
-the panel is garbage collected. The mime bundle also carries a ``text/html``
-snapshot, so executed notebooks show the report where widgets cannot render.
+kernel, and stops with :meth:`MonitorPanel.stop`, ``close()``, or when a new panel
+is opened for the same deployment (re-running the cell). The mime bundle also
+carries a ``text/html`` snapshot, so executed notebooks show the report where widgets
+cannot render.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class MonitorPanel(widgets.VBox):
         """Refresh live in a background thread (the kernel stays free)."""
         if interval is not None:
             self.interval = interval
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:  # a thread told to stop may still be finishing: start anew
             return
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -144,6 +145,15 @@ def monitor(
     ``panel.report`` is the current :class:`~nbdeploy.monitoring.MonitorReport`.
     """
     panel = MonitorPanel(name, window, interval=interval)
+    previous = _live.get(name)
+    if previous is not None:  # re-running the cell: the old panel stops refreshing
+        previous.stop()
     if live:
         panel.start()
+        _live[name] = panel
     return panel
+
+
+#: the live panel of each deployment: widgets stay referenced until closed, so without
+#: this every re-run of a monitor cell would leave one more refresh thread behind
+_live: weakref.WeakValueDictionary[str, MonitorPanel] = weakref.WeakValueDictionary()

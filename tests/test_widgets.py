@@ -56,6 +56,19 @@ def test_panel_state_follows_new_traffic_and_stops_when_closed(dep, churn_data):
     assert not panel.running
 
 
+def test_rerunning_the_monitor_cell_leaves_one_refresh_thread(dep):
+    first = nd.monitor("churn", interval=0.2)
+    second = nd.monitor("churn", interval=0.2)  # the same cell run again
+    try:
+        assert _wait(lambda: not first._thread.is_alive(), 5) and second.running
+        second.stop()
+        second.start()  # straight after stop: live again, not a dead toggle
+        assert second.running and _wait(lambda: second._thread.is_alive(), 2)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_mime_bundle_carries_an_offline_html_snapshot(dep):
     panel = nd.monitor("churn", live=False)
     bundle = panel._repr_mimebundle_()
