@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 import uuid
@@ -56,8 +57,8 @@ def report(results: Mapping[str, Any] | None = None, **values: Any) -> None:
 
 
 def _plain(value: Any) -> Any:
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        return value.item()
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        return value.tolist()  # numpy scalars and arrays alike
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -428,7 +429,9 @@ def _finish_record(
     if results:
         c.set_tag(run_id, TAG + "job.results", json.dumps(results, default=str)[:4900])
         for key, value in results.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            # MLflow metric names are restricted; every result is in the tag regardless
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and re.fullmatch(r"[\w\-. /]{1,250}", key) and math.isfinite(value):
                 c.log_metric(run_id, key, float(value))
     if produced:
         c.set_tag(run_id, TAG + "job.produced", ",".join(produced))

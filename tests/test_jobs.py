@@ -121,6 +121,19 @@ def test_a_succeeding_job_reports_results_and_runs_in_the_callers_directory(tiny
     assert not list((tmp_path / "out").glob(".*tmp*"))  # written atomically, nothing left over
 
 
+def test_results_of_any_name_and_numpy_values_are_recorded(home, tmp_path):
+    odd = _notebook(
+        tmp_path / "odd.ipynb",
+        "k = 5",
+        "import numpy as np\nfrom nbdeploy.runner import report\n"
+        "report({'precision@5': 0.9, 'scores': np.array([1, 2]), 'best': np.float64(0.5)})",
+    )
+    done = _run(odd)
+    assert done.status == "succeeded", done.error
+    assert done.results == {"precision@5": 0.9, "scores": [1, 2], "best": 0.5}
+    assert nd.jobs()["status"].iloc[0] == "succeeded"
+
+
 def test_a_failing_cell_fails_the_job_names_the_cell_and_keeps_the_notebook(tiny):
     done = _run(tiny, {"fail": True})
     assert done.status == "failed"
