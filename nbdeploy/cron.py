@@ -26,7 +26,8 @@ class Cron:
         sets = [_field(p, name, lo, hi) for p, (name, lo, hi) in zip(parts, _FIELDS, strict=True)]
         self.minutes, self.hours, self.days, self.months, weekdays = sets
         self.weekdays = {d % 7 for d in weekdays}
-        self.any_day, self.any_weekday = parts[2] == "*", parts[4] == "*"
+        # as in vixie cron: a day field starting with "*" (also "*/2") does not restrict
+        self.any_day, self.any_weekday = parts[2].startswith("*"), parts[4].startswith("*")
 
     def _day_ok(self, t: dt.datetime) -> bool:
         day, weekday = t.day in self.days, (t.weekday() + 1) % 7 in self.weekdays

@@ -232,6 +232,10 @@ def test_cron_expressions():
     assert time.localtime(Cron("30 2 1,15 * *").next(at))[1:5] == (3, 15, 2, 30)
     assert time.localtime(Cron("0 0 * * 0").next(at))[6] == 6  # Sunday (tm_wday 6)
     assert every_as_cron(1800) == "*/30 * * * *" and every_as_cron(86400) == "0 0 * * *"
+    # a day field starting with "*" does not widen to "either day": odd days AND Mondays
+    monday_odd = time.localtime(Cron("0 0 */2 * 1").next(at))
+    assert monday_odd.tm_wday == 0 and monday_odd.tm_mday % 2 == 1
+    assert time.localtime(Cron("0 0 1 * 1").next(at))[2] in (1, 9)  # 1st or a Monday
     with pytest.raises(JobError):
         Cron("* * *")
 
