@@ -376,6 +376,9 @@ def test_the_hash_chain_detects_tampering(served):
     log = AuditLog(path)
     try:
         assert all(log.verify(record_id) for record_id in ids)
+        with sqlite3.connect(path) as db:  # the head is the newest record's hash
+            newest = db.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        assert log.head() == newest[0] and len(newest[0]) == 64
         with sqlite3.connect(path) as db:
             payload = db.execute(
                 "SELECT payload FROM records WHERE record_id = ?", (last,)

@@ -367,6 +367,12 @@ class AuditLog:
             expected_prev = digest
         return broken
 
+    def head(self) -> str:
+        """The newest record's hash: keep it elsewhere (a ticket, a signed file) to make
+        a later rewrite of the whole chain detectable too."""
+        row = self.db.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else GENESIS
+
     def verify(self, record_id: str) -> bool:
         """Does the hash chain hold from this record to the newest one?"""
         return not self.breaks(record_id)
