@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config
+from nbdeploy import config, durations
 from nbdeploy.cron import Cron, every_as_cron
 from nbdeploy.exceptions import JobError
 from nbdeploy.models import JobRun, ScheduledJob
@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS claims (
     PRIMARY KEY (name, scheduled_for)
 );
 """
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _db() -> sqlite3.Connection:
@@ -66,10 +65,10 @@ def parse_every(every: str | float) -> float:
     if isinstance(every, int | float) and not isinstance(every, bool):
         seconds = float(every)
     else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(every))
-        if match is None:
+        parsed = durations.seconds(every)
+        if parsed is None:
             raise JobError(f"every={every!r} is not an interval; write e.g. '30m', '6h', '1d'")
-        seconds = float(match[1]) * _UNITS[match[2]]
+        seconds = parsed
     if seconds < 1:
         raise JobError(f"every={every!r} is shorter than a second")
     return seconds

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from nbdeploy import config
+from nbdeploy import config, durations
 from nbdeploy.auditlog.payload import decode_inputs, decode_payload
 from nbdeploy.auditlog.store import shared
 from nbdeploy.exceptions import AuditLogError
@@ -28,9 +28,6 @@ META_COLUMNS = (
 )
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_time(value: Any) -> float | None:
     """Epoch seconds from a number, a datetime or ISO string (UTC unless it says
     otherwise), or a duration back from now like ``"15m"``, ``"6h"``, ``"7d"``."""
@@ -38,14 +35,12 @@ def parse_time(value: Any) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value)
-    import re
-
     import pandas as pd
 
     text = str(value).strip()
-    ago = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
-    if ago:
-        return time.time() - float(ago.group(1)) * _UNITS[ago.group(2)]
+    ago = durations.seconds(text)
+    if ago is not None:
+        return time.time() - ago
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError):

@@ -17,6 +17,7 @@ from nbdeploy import config
 from nbdeploy.exceptions import AuditLogError
 
 GENESIS = "0" * 64
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY  # labels may arrive as numpy scalars
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -202,7 +203,7 @@ class AuditLog:
         # stored under the model and deployment that made the prediction, whichever
         # name the caller used, so every reader finds the label
         rows = [
-            (str(p), *owners[str(p)], orjson.dumps(_plain(label)), now, source)
+            (str(p), *owners[str(p)], orjson.dumps(label, option=_NUMPY), now, source)
             for p, label in zip(prediction_ids, labels, strict=True)
         ]
         try:
@@ -404,7 +405,3 @@ def shared() -> AuditLog:
     if log is None or log.path != config.settings().audit_db:
         log = _local.log = AuditLog()
     return log
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") and not isinstance(value, str | bytes) else value

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import auditlog, config
+from nbdeploy import auditlog, config, durations
 from nbdeploy.exceptions import NbdeployError
 
 if TYPE_CHECKING:
@@ -29,7 +28,6 @@ WINDOWS: dict[str, float | None] = {
 }  # fmt: skip
 #: newest rows a window reads at most, so a busy deployment stays cheap to monitor
 MAX_ROWS = 200_000
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def window_seconds(window: str | float | None) -> float | None:
@@ -38,10 +36,10 @@ def window_seconds(window: str | float | None) -> float | None:
         return None
     if isinstance(window, int | float):
         return float(window)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(window))
-    if not match:
+    span = durations.seconds(window)
+    if span is None:
         raise NbdeployError(f"window {window!r} is not a duration like '15m', '1h', '7d' or 'all'")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return span
 
 
 def engine() -> Any:

@@ -70,6 +70,8 @@ class LoadedModel:
 
     def __init__(self, mv: ModelVersion, path: Path, *, alias: str | None = None) -> None:
         self.version = mv
+        #: the verified local folder the model was loaded from
+        self.path = path
         self.alias = alias
         self.meta = registry.read_json(path, registry.METADATA)
         self.schema = Schema.from_dict(self.meta["schema"])
