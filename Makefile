@@ -9,7 +9,7 @@ KERNEL := nbdeploy-test
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,all]"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "nbdeploy (tests)" >/dev/null
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
