@@ -52,6 +52,7 @@ _LAZY = {
     "jobs": "nbdeploy.runner",
     "schedule": "nbdeploy.scheduler",
     "audit": "nbdeploy.auditing",
+    "export": "nbdeploy.exports",
     "JobRun": "nbdeploy.models",
     "AuditRecord": "nbdeploy.models",
     "compare": "nbdeploy.comparison",
@@ -85,6 +86,7 @@ __all__ = [
     "compare",
     "deployments",
     "drift",
+    "export",
     "feedback",
     "history",
     "jobs",
@@ -107,6 +109,7 @@ if TYPE_CHECKING:
     from nbdeploy.auditing import audit
     from nbdeploy.auditlog import feedback, logs
     from nbdeploy.comparison import compare, retire
+    from nbdeploy.exports import export
     from nbdeploy.gate import test
     from nbdeploy.models import (
         AuditRecord,

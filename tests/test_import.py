@@ -32,6 +32,7 @@ EXPECTED_ALL = [
     "compare",
     "deployments",
     "drift",
+    "export",
     "feedback",
     "history",
     "jobs",
