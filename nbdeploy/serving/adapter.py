@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nbdeploy import integrity, lineage, registry
+from nbdeploy import boosters, integrity, lineage, registry
 from nbdeploy.flavors import as_vector
 from nbdeploy.models import ModelVersion
 from nbdeploy.schema import Schema
@@ -33,6 +33,9 @@ _ARGMAX_EXACT = {
     "HistGradientBoostingClassifier",
     "GaussianNB",
     "MultinomialNB",
+    "XGBClassifier",
+    "LGBMClassifier",
+    "NativeBooster",
 }
 
 # sklearn warns on every call when a frame-fitted estimator gets an array; the
@@ -81,12 +84,18 @@ class LoadedModel:
             f"{name} {then} at registration, {now} here"
             for name, (then, now) in lineage.mismatches(self.meta["lineage"]["packages"]).items()
         ]
-        if self.flavor == "sklearn":
-            self.model = _load_sklearn(path)
+        #: answered by the estimator itself (scikit-learn API or a native booster), not pyfunc
+        self.native = self.flavor in ("sklearn", *boosters.FLAVORS)
+        if self.native:
+            if self.flavor == "sklearn":
+                self.model = _load_sklearn(path)
+            else:
+                self.model = boosters.load(path, self.flavor, self.classes)
             self.has_proba = hasattr(self.model, "predict_proba") and self.classes is not None
             final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
             self.argmax = self.has_proba and type(final).__name__ in _ARGMAX_EXACT
-            self.classes_array = np.asarray(getattr(self.model, "classes_", []))
+            labels = getattr(self.model, "classes_", None)
+            self.classes_array = np.asarray(labels if labels is not None else [])
         else:
             import mlflow.pyfunc
 
@@ -105,7 +114,7 @@ class LoadedModel:
             plain = np.asarray(self.model.predict(self.features(example)))
             self.argmax = np.array_equal(plain, self.predict(example).predictions)
         reference = self.predict(example)
-        if self.flavor == "sklearn" and self.schema.numeric:
+        if self.native and self.schema.numeric:
             matrix = np.column_stack(
                 [np.asarray(example[c], dtype=np.float64) for c in self.schema.names]
             )
@@ -141,7 +150,7 @@ class LoadedModel:
 
     def predict(self, inputs: np.ndarray | dict[str, Any]) -> Output:
         features = self.features(inputs)
-        if self.flavor == "sklearn":
+        if self.native:
             if self.argmax:
                 proba = np.asarray(self.model.predict_proba(features))
                 return Output(self.classes_array[proba.argmax(axis=1)], proba)
