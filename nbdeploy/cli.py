@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="below this top-class probability, answer with --fallback"
     )
     serve.add_argument("--fallback", help="a value, a model ref, or 'abstain' (default)")
+    serve.add_argument(
+        "--runtime",
+        choices=["native", "onnx"],
+        default="native",
+        help="onnx: answer through onnxruntime on the model's ONNX conversion",
+    )
     serve.add_argument("--resolved", help=argparse.SUPPRESS)  # VERSION:MANIFEST_SHA from nd.serve
     serve.add_argument(
         "--trust-unverified",
@@ -156,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 fallback=args.fallback,
                 trust_unverified=args.trust_unverified,
                 resolved=args.resolved,
+                runtime=args.runtime,
             )
         elif args.command == "list":
             from nbdeploy.serving.process import deployments
@@ -192,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             from nbdeploy.exports import export, export_job
 
             if args.target in MODEL_TARGETS:
-                print(f"wrote {export(args.what, args.target, args.output)}")
+                written = export(args.what, args.target, args.output)
+                print(f"wrote {written}")
+                parity = written.with_name(written.name + ".parity.json")
+                if parity.is_file():
+                    print(f"parity with the native model: {parity.read_text()}")
                 return 0
             text = export_job(args.target, args.what, image=args.image)
             if args.output:

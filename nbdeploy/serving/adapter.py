@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nbdeploy import boosters, integrity, lineage, registry
+from nbdeploy.exceptions import DeploymentError
 from nbdeploy.flavors import as_vector
 from nbdeploy.models import ModelVersion
 from nbdeploy.schema import Schema
@@ -36,7 +37,11 @@ _ARGMAX_EXACT = {
     "XGBClassifier",
     "LGBMClassifier",
     "NativeBooster",
+    "OnnxSession",
 }
+
+#: How a loaded model answers: its own library, or onnxruntime on its ONNX conversion.
+RUNTIMES = ("native", "onnx")
 
 # sklearn warns on every call when a frame-fitted estimator gets an array; the
 # warm-up proves the array path gives identical results before it is used.
@@ -71,7 +76,20 @@ class Output:
 class LoadedModel:
     """One version, ready to predict; immutable once warmed up."""
 
-    def __init__(self, mv: ModelVersion, path: Path, *, alias: str | None = None) -> None:
+    def __init__(
+        self,
+        mv: ModelVersion,
+        path: Path,
+        *,
+        alias: str | None = None,
+        runtime: str = "native",
+        onnx_bytes: bytes | None = None,
+    ) -> None:
+        """``runtime="onnx"``: answer through onnxruntime, from ``onnx_bytes`` or a fresh
+        conversion of the verified native model (``nbdeploy.exports.to_onnx``)."""
+        if runtime not in RUNTIMES:
+            raise DeploymentError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
         self.version = mv
         #: the verified local folder the model was loaded from
         self.path = path
@@ -86,8 +104,23 @@ class LoadedModel:
         ]
         #: answered by the estimator itself (scikit-learn API or a native booster), not pyfunc
         self.native = self.flavor in ("sklearn", *boosters.FLAVORS)
+        #: the estimator (scikit-learn API), a NativeBooster, an OnnxSession or a pyfunc model
+        self.model: Any
+        if runtime == "onnx" and not self.native:
+            raise DeploymentError(
+                f"{mv.name} is a {self.flavor} model; the ONNX runtime serves scikit-learn, "
+                "XGBoost and LightGBM models"
+            )
         if self.native:
-            if self.flavor == "sklearn":
+            if runtime == "onnx":
+                from nbdeploy.exports.to_onnx import OnnxSession, convert
+
+                if onnx_bytes is None:
+                    onnx_bytes = convert(LoadedModel(mv, path, alias=alias))
+                self.model = OnnxSession(
+                    onnx_bytes, self.schema, self.classes, indexed=self.flavor in boosters.FLAVORS
+                )
+            elif self.flavor == "sklearn":
                 self.model = _load_sklearn(path)
             else:
                 self.model = boosters.load(path, self.flavor, self.classes)
@@ -184,7 +217,7 @@ def _load_sklearn(path: Path) -> Any:
 
 
 def load_verified(
-    name: str, version: int, manifest_sha: str, *, alias: str | None = None
+    name: str, version: int, manifest_sha: str, *, alias: str | None = None, runtime: str = "native"
 ) -> LoadedModel:
     """Load a version already fetched to the cache by the caller, checking its hashes.
 
@@ -194,14 +227,17 @@ def load_verified(
     """
     path = registry.cache_path(name, version)
     integrity.verify(path, manifest_sha, what=f"{name}/{version}")
-    return LoadedModel(ModelVersion(name=name, version=version, run_id=""), path, alias=alias)
+    mv = ModelVersion(name=name, version=version, run_id="")
+    return LoadedModel(mv, path, alias=alias, runtime=runtime)
 
 
-def load(ref: str | ModelVersion, *, trust_unverified: bool = False) -> LoadedModel:
+def load(
+    ref: str | ModelVersion, *, trust_unverified: bool = False, runtime: str = "native"
+) -> LoadedModel:
     """Resolve, fetch, verify the hashes of, load and warm up a model version."""
     mv = registry.resolve(ref)
     alias = None
     if isinstance(ref, str):
         _, _, alias = registry.parse_ref(ref)
     path = registry.fetch_model(mv, trust_unverified=trust_unverified)
-    return LoadedModel(mv, path, alias=alias)
+    return LoadedModel(mv, path, alias=alias, runtime=runtime)

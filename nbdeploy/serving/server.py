@@ -48,9 +48,11 @@ class ServerSetup:
         fallback: Any,
         trust_unverified: bool,
         resolved: str | None = None,
+        runtime: str = "native",
     ) -> None:
         s = config.settings()
         self.trust = trust_unverified
+        self.runtime = runtime
         self.followers: list[AliasFollower] = []
         self.log = AuditLog(background_checkpoints=True)
         model = self._load(ref, resolved=resolved)
@@ -82,9 +84,9 @@ class ServerSetup:
         if resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
             name, _, alias = registry.parse_ref(ref)
             version, _, expected = resolved.partition(":")
-            model = load_verified(name, int(version), expected, alias=alias)
+            model = load_verified(name, int(version), expected, alias=alias, runtime=self.runtime)
         else:
-            model = load(ref, trust_unverified=self.trust)
+            model = load(ref, trust_unverified=self.trust, runtime=self.runtime)
         if like is not None and model.schema.names != like.schema.names:
             raise DeploymentError(
                 f"{ref} takes columns {model.schema.names}, but the "
@@ -161,6 +163,7 @@ def run(
     fallback: Any = None,
     trust_unverified: bool = False,
     resolved: str | None = None,
+    runtime: str = "native",
 ) -> None:
     """Serve ``ref`` in the foreground until interrupted.
 
@@ -180,6 +183,7 @@ def run(
         fallback=fallback,
         trust_unverified=trust_unverified,
         resolved=resolved,
+        runtime=runtime,
     )
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
