@@ -147,8 +147,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    """Jupyter server discovery: the REST API behind the lab panel (``nbdeploy.server``)."""
-    return [{"module": "nbdeploy.server"}]
+    """Jupyter server discovery: the REST API behind the lab panel (``nbdeploy.labapi``)."""
+    return [{"module": "nbdeploy.labapi"}]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
