@@ -59,7 +59,7 @@ _LAZY = {
     "Comparison": "nbdeploy.models",
     "ModelVersion": "nbdeploy.models",
     "TestReport": "nbdeploy.models",
-    "Deployment": "nbdeploy.models",
+    "Deployment": "nbdeploy.serving.client",
     "DriftReport": "nbdeploy.monitoring.driftstats",
 }
 
@@ -111,7 +111,6 @@ if TYPE_CHECKING:
     from nbdeploy.models import (
         AuditRecord,
         Comparison,
-        Deployment,
         JobRun,
         ModelVersion,
         TestReport,
@@ -122,6 +121,7 @@ if TYPE_CHECKING:
     from nbdeploy.runner import jobs, run_job
     from nbdeploy.scheduler import schedule
     from nbdeploy.scoring import score
+    from nbdeploy.serving.client import Deployment
     from nbdeploy.serving.process import deployments, serve, stop
     from nbdeploy.widgets import monitor
 
