@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a model in the foreground",
         epilog="example: nbdeploy serve churn@champion --port 8080",
     )
-    serve.add_argument("ref", help="name@alias, name/version or models:/...")
+    serve.add_argument(
+        "ref", help="name@alias, name/version, models:/..., or an exported model folder"
+    )
     serve.add_argument("--name", help="deployment name (default: the model's name)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
@@ -70,7 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         default="native",
         help="onnx: answer through onnxruntime on the model's ONNX conversion",
     )
-    serve.add_argument("--resolved", help=argparse.SUPPRESS)  # VERSION:MANIFEST_SHA from nd.serve
+    serve.add_argument(
+        "--resolved",
+        metavar="VERSION:SHA256",
+        help="the version and manifest hash to verify (required with a model folder)",
+    )
     serve.add_argument(
         "--trust-unverified",
         action="store_true",

@@ -106,6 +106,20 @@ def _user() -> str:
         return "unknown"
 
 
+def _secret_file(name: str) -> str | None:
+    """The first line of the file ``NBDEPLOY_<name>`` names (a mounted Kubernetes secret)."""
+    path = _env(name, "")
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"NBDEPLOY_{name} names a file that cannot be read ({exc.strerror})"
+        ) from None
+    return text or None
+
+
 @functools.lru_cache(maxsize=1)
 def settings() -> Settings:
     """The settings of this process, read once (``reset()`` re-reads them)."""
@@ -125,7 +139,7 @@ def settings() -> Settings:
         user=_env("USER", "") or _user(),
         session_notebook=os.environ.get("JPY_SESSION_NAME") or None,
         job_run_id=_env("JOB_RUN_ID", "") or None,
-        token=_env("TOKEN", "") or None,
+        token=_env("TOKEN", "") or _secret_file("TOKEN_FILE"),
         trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),

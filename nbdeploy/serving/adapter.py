@@ -231,6 +231,28 @@ def load_verified(
     return LoadedModel(mv, path, alias=alias, runtime=runtime)
 
 
+def load_folder(path: Path, resolved: str | None, *, runtime: str = "native") -> LoadedModel:
+    """A model folder outside any registry: what an exported container serves.
+
+    ``resolved`` is ``VERSION:MANIFEST_SHA256`` as the export recorded it; the files are
+    checked against that manifest before anything is loaded, exactly as for a registry.
+    """
+    version, _, expected = (resolved or "").partition(":")
+    if not (path / registry.METADATA).is_file():
+        raise DeploymentError(
+            f"{path} is not a model folder written by nbdeploy (no nbdeploy.json)"
+        )
+    if not version.isdigit() or not expected:
+        raise DeploymentError(
+            f"serving the folder {path} needs its version and manifest hash: "
+            "--resolved VERSION:MANIFEST_SHA256 (the export's Dockerfile passes it)"
+        )
+    name = str(registry.read_json(path, registry.METADATA)["name"])
+    integrity.verify(path, expected, what=f"{name}/{version} in {path}")
+    mv = ModelVersion(name=name, version=int(version), run_id="")
+    return LoadedModel(mv, path, runtime=runtime)
+
+
 def load(
     ref: str | ModelVersion, *, trust_unverified: bool = False, runtime: str = "native"
 ) -> LoadedModel:

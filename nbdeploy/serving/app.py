@@ -29,7 +29,8 @@ from nbdeploy.serving.metrics import Metrics
 from nbdeploy.serving.routing import Router, ShadowRunner, retire
 
 _JSON = [(b"content-type", b"application/json")]
-_OPEN = {"/health", "/ping", "/v2/health/live"}
+# health answers without a token: Kubernetes and KServe probe readiness with a plain GET
+_OPEN = {"/health", "/ping", "/v2/health/live", "/v2/health/ready"}
 _STATUS = {
     "bad_request": 400,
     "unauthorized": 401,

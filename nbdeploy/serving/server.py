@@ -10,18 +10,38 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from nbdeploy import config, registry
 from nbdeploy.auditlog import AuditLog
 from nbdeploy.exceptions import DeploymentError
-from nbdeploy.serving.adapter import LoadedModel, load, load_verified
+from nbdeploy.serving.adapter import LoadedModel, load, load_folder, load_verified
 from nbdeploy.serving.app import App
 from nbdeploy.serving.batching import AliasFollower, Predictor
 from nbdeploy.serving.process import clear_state, hold_name, write_state
 from nbdeploy.serving.routing import ABSTAIN, Policy, Router, Shadow, ShadowRunner
+
+
+def is_folder(ref: str) -> bool:
+    """Is ``ref`` a model folder on disk (``nbdeploy serve PATH``) rather than a registry ref?"""
+    return os.path.isdir(ref)
+
+
+def _default_name(ref: str) -> str:
+    """The model's name: from the ref, or from a model folder's metadata (checked)."""
+    if not is_folder(ref):
+        return registry.parse_ref(ref)[0]
+    try:
+        name = str(registry.read_json(Path(ref), registry.METADATA)["name"])
+    except (OSError, ValueError, KeyError):
+        raise DeploymentError(f"{ref} is not a model folder written by nbdeploy") from None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+        raise DeploymentError(f"the model folder {ref} names no usable model; pass --name")
+    return name
 
 
 def parse_fallback(value: Any) -> Any:
@@ -81,7 +101,9 @@ class ServerSetup:
     def _load(
         self, ref: str, like: LoadedModel | None = None, resolved: str | None = None
     ) -> LoadedModel:
-        if resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
+        if is_folder(ref):  # an exported model folder: no registry at all
+            model = load_folder(Path(ref), resolved, runtime=self.runtime)
+        elif resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
             name, _, alias = registry.parse_ref(ref)
             version, _, expected = resolved.partition(":")
             model = load_verified(name, int(version), expected, alias=alias, runtime=self.runtime)
@@ -117,6 +139,8 @@ class ServerSetup:
         return predictor
 
     def _follow(self, target: Any, ref: str) -> AliasFollower | None:
+        if is_folder(ref):
+            return None
         _, _, alias = registry.parse_ref(ref)
         if not alias:
             return None
@@ -173,7 +197,7 @@ def run(
     import uvicorn
 
     s = config.settings()
-    name_lock = hold_name(name or registry.parse_ref(ref)[0])  # noqa: F841 (held until exit)
+    name_lock = hold_name(name or _default_name(ref))  # noqa: F841 (held until exit)
     dep = ServerSetup(
         ref,
         name=name,
