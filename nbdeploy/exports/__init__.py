@@ -15,7 +15,7 @@ from pathlib import Path
 from nbdeploy.exceptions import NbdeployError
 
 #: format -> module of ``nbdeploy.exports`` with a ``write(ref, path) -> Path``
-_MODEL_FORMATS: dict[str, str] = {"onnx": "to_onnx", "docker": "docker"}
+_MODEL_FORMATS: dict[str, str] = {"onnx": "to_onnx", "docker": "docker", "kserve": "kserve"}
 #: job export target -> function of ``nbdeploy.exports.jobs``; kubernetes is the old name
 JOB_TARGETS = {"airflow": "airflow", "cron": "cron", "cronjob": "cronjob", "kubernetes": "cronjob"}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -165,8 +166,10 @@ from datetime import datetime, timedelta
 from airflow import DAG
 from airflow.providers.papermill.operators.papermill import PapermillOperator
 
-# the job kernel must see the same registry and audit log as the notebook that scheduled it
+# the job kernel must see the same registry and audit log as the notebook that scheduled it,
+# and papermill must find the kernelspec that runs the Python nbdeploy is installed in
 os.environ.setdefault("NBDEPLOY_HOME", {home})
+os.environ.setdefault("JUPYTER_PATH", {home})
 
 with DAG(
     dag_id={dag_id},
@@ -183,23 +186,48 @@ with DAG(
         output_nb={output},
         parameters={parameters},
         kernel_name={kernel},
-        cwd={cwd},
         execution_timeout={timeout},
     )
 """
 
 
+def project_kernel() -> str:
+    """A kernelspec in ``NBDEPLOY_HOME/kernels`` running this Python (absolute path).
+
+    Airflow's papermill runs in Airflow's own environment, where ``python3`` is a
+    Python without nbdeploy; the DAG points ``JUPYTER_PATH`` at the home so that this
+    kernel is found there. Named like the runner's own fallback kernel.
+    """
+    import hashlib
+
+    exe = os.path.abspath(sys.executable)
+    name = "nbdeploy-" + hashlib.sha256(exe.encode()).hexdigest()[:10]
+    folder = config.settings().home / "kernels" / name
+    spec = {
+        "argv": [exe, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python ({exe})",
+        "language": "python",
+    }
+    text = json.dumps(spec, indent=1)
+    if not (folder / "kernel.json").is_file() or (folder / "kernel.json").read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "kernel.json").write_text(text)
+    return name
+
+
 def airflow(name: str) -> str:
     """An Airflow DAG file running the job's notebook with ``PapermillOperator``.
 
-    The notebook runs from the directory it was scheduled in (``cwd``), so relative
-    paths in its parameters mean what they meant to whoever scheduled it.
+    PapermillOperator runs the notebook in the Airflow worker's directory, not the one
+    it was scheduled from (recorded in the DAG's ``doc_md``): relative paths in its
+    parameters resolve there.
     """
     from nbdeploy import runner
 
     job = _job(name)
     notebook = str(runner.resolve_notebook(job.notebook, Path(job.cwd)))
     home = str(config.settings().home)
+    (config.settings().home / "jobs" / "runs").mkdir(parents=True, exist_ok=True)  # papermill
     output = f"{home}/jobs/runs/{job.name}-{{{{ ts_nodash }}}}.ipynb"
     schedule = (
         py_literal(job.cron) if job.cron else f"timedelta(seconds={float(job.every_s or 0)!r})"
@@ -218,11 +246,13 @@ def airflow(name: str) -> str:
         home=py_literal(home),
         dag_id=py_literal(dag_id[:250]),
         schedule=schedule,
-        doc=py_literal(f"nbdeploy job `{job.name}`, scheduled from `{job.cwd}`"),
+        doc=py_literal(
+            f"nbdeploy job `{job.name}`, scheduled from `{job.cwd}` "
+            "(relative paths in its parameters meant that directory)"
+        ),
         notebook=py_literal(notebook),
         output=py_literal(output),
         parameters=py_literal(job.parameters),
-        kernel=py_literal(job.kernel),
-        cwd=py_literal(job.cwd),
+        kernel=py_literal(job.kernel or project_kernel()),
         timeout=timeout,
     )
