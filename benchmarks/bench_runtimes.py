@@ -55,9 +55,8 @@ def main() -> None:
                 numeric_test,
             ),
         }
-        print(
-            f"{'model':<10}{'runtime':<8}{'1 row ms':>10}{'100 ms':>9}{'10k ms':>9}{'HTTP p50 ms':>13}"
-        )
+        head = f"{'model':<10}{'runtime':<8}{'1 row ms':>10}{'100 ms':>9}{'10k ms':>9}"
+        print(head + f"{'HTTP p50 ms':>13}")
         for label, (mv, test) in models.items():
             for runtime in ("native", "onnx"):
                 model = load(mv.ref, runtime=runtime)
@@ -65,7 +64,7 @@ def main() -> None:
                 for n in (1, 100, 10_000):
                     rows = model.schema.from_frame(test.head(n))
                     cells.append(
-                        timed(lambda rows=rows: model.predict(rows), 50 if n < 10_000 else 10)
+                        timed(lambda m=model, r=rows: m.predict(r), 50 if n < 10_000 else 10)
                     )
                 dep = nd.serve(mv.ref, name=f"{label}-{runtime}", runtime=runtime)
                 one = test.head(1).to_dict(orient="records")
