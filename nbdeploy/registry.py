@@ -9,6 +9,7 @@ out files that no longer match, before anything is deserialized.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -176,12 +177,17 @@ def register(
     alias: str | None = None,
     description: str | None = None,
     tags: dict[str, str] | None = None,
+    passthrough: list[str] | tuple[str, ...] | None = None,
 ) -> ModelVersion:
     """Log ``model`` to MLflow and register a new version of ``name``.
 
     nbdeploy builds the signature from ``X`` (serving enforces it, so there is no
     registering without one), stores an input example, the training-data profile
     and fingerprint, sha256 hashes of every artifact, and lineage.
+
+    ``passthrough``: columns requests may carry that the log keeps but the model never
+    sees (segments, sensitive attributes, business keys), e.g. ``["region"]``; they
+    need not be in ``X`` (and are left out of the model's input if they are).
     """
     from nbdeploy import flavors, profiling
     from nbdeploy.schema import Schema, as_frame
@@ -196,7 +202,10 @@ def register(
             "nd.register needs the training features X to build the "
             "signature that serving enforces: nd.register(model, name, X, y)"
         )
-    schema = Schema.infer(X)
+    keep = _passthrough_names(passthrough)
+    if keep and hasattr(X, "columns"):
+        X = X.drop(columns=[c for c in X.columns if str(c) in keep])
+    schema = dataclasses.replace(Schema.infer(X), passthrough=keep)
     frame = as_frame(X, schema.names)
     flavor = flavors.detect(model)
     with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
@@ -221,6 +230,16 @@ def register(
     if alias:
         _move_alias(mv, alias, action="register", reason="set at registration")
     return resolve(f"{name}/{mv.version}")
+
+
+def _passthrough_names(names: Any) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise RegistryError(
+            "passthrough must be a list of column names, e.g. passthrough=['region']"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _example(frame: pd.DataFrame) -> dict[str, list[Any]]:

@@ -202,6 +202,10 @@ class Predictor:
             body["data"] = inputs
         else:
             body["columnar"] = [_jsonable(np.asarray(inputs[c])) for c in model.schema.names]
+            if len(inputs) > len(body["columns"]):  # passthrough columns: the log keeps them
+                body["passthrough"] = {
+                    k: v.tolist() for k, v in inputs.items() if k not in body["columns"]
+                }
         if out.proba is not None:
             body["proba"] = out.proba
             body["classes"] = model.classes
