@@ -61,6 +61,8 @@ _LAZY = {
     "TestReport": "nbdeploy.models",
     "Deployment": "nbdeploy.models",
     "DriftReport": "nbdeploy.monitoring.driftstats",
+    "fairness": "nbdeploy.monitoring.fairness",
+    "FairnessReport": "nbdeploy.monitoring.fairness",
 }
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
@@ -85,6 +88,7 @@ __all__ = [
     "compare",
     "deployments",
     "drift",
+    "fairness",
     "feedback",
     "history",
     "jobs",
@@ -118,6 +122,7 @@ if TYPE_CHECKING:
     )
     from nbdeploy.monitoring import drift
     from nbdeploy.monitoring.driftstats import DriftReport
+    from nbdeploy.monitoring.fairness import FairnessReport, fairness
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
     from nbdeploy.scheduler import schedule

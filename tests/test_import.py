@@ -8,7 +8,7 @@ import sys
 
 import nbdeploy
 
-HEAVY = ("mlflow", "sklearn", "papermill", "ipywidgets", "pandas")
+HEAVY = ("mlflow", "sklearn", "papermill", "ipywidgets", "pandas", "fairlearn")
 
 EXPECTED_ALL = [
     "AuditLogError",
@@ -18,6 +18,7 @@ EXPECTED_ALL = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
@@ -32,6 +33,7 @@ EXPECTED_ALL = [
     "compare",
     "deployments",
     "drift",
+    "fairness",
     "feedback",
     "history",
     "jobs",
