@@ -62,6 +62,7 @@ _LAZY = {
     "Deployment": "nbdeploy.models",
     "DriftReport": "nbdeploy.monitoring.driftstats",
     "fairness": "nbdeploy.monitoring.fairness",
+    "anomalies": "nbdeploy.monitoring.anomalies",
     "FairnessReport": "nbdeploy.monitoring.fairness",
 }
 
@@ -84,6 +85,7 @@ __all__ = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "anomalies",
     "audit",
     "compare",
     "deployments",
@@ -121,6 +123,7 @@ if TYPE_CHECKING:
         TestReport,
     )
     from nbdeploy.monitoring import drift
+    from nbdeploy.monitoring.anomalies import anomalies
     from nbdeploy.monitoring.driftstats import DriftReport
     from nbdeploy.monitoring.fairness import FairnessReport, fairness
     from nbdeploy.registry import history, promote, register, rollback

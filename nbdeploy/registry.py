@@ -178,6 +178,7 @@ def register(
     description: str | None = None,
     tags: dict[str, str] | None = None,
     passthrough: list[str] | tuple[str, ...] | None = None,
+    anomaly_fpr: float | None = 0.01,
 ) -> ModelVersion:
     """Log ``model`` to MLflow and register a new version of ``name``.
 
@@ -188,6 +189,9 @@ def register(
     ``passthrough``: columns requests may carry that the log keeps but the model never
     sees (segments, sensitive attributes, business keys), e.g. ``["region"]``; they
     need not be in ``X`` (and are left out of the model's input if they are).
+
+    ``anomaly_fpr``: the share of held-out training rows the stored anomaly detector
+    flags (``nd.anomalies``); None skips fitting it.
     """
     from nbdeploy import flavors, profiling
     from nbdeploy.schema import Schema, as_frame
@@ -222,6 +226,8 @@ def register(
             "fingerprint": profiling.fingerprint(X, y),
             "lineage": lineage.collect(),
         }
+        if anomaly_fpr is not None:
+            metadata["anomaly"] = _fit_detector(frame, path, anomaly_fpr, metadata.get("pii"))
         _write_json(path / METADATA, metadata)
         profile = profiling.build_profile(frame, predictions, scores)
         (path / PROFILE).write_bytes(_dumps(profile))
@@ -230,6 +236,18 @@ def register(
     if alias:
         _move_alias(mv, alias, action="register", reason="set at registration")
     return resolve(f"{name}/{mv.version}")
+
+
+def _fit_detector(frame: pd.DataFrame, path: Path, fpr: float, pii: Any) -> dict[str, Any]:
+    from nbdeploy.exceptions import NbdeployError
+    from nbdeploy.monitoring import anomalies
+
+    try:
+        return anomalies.fit_and_store(frame, path, fpr=fpr, exclude=pii or None)
+    except NbdeployError as exc:  # e.g. too few rows: registering still works
+        if "between 0 and 1" in str(exc):
+            raise
+        return {"skipped": str(exc)}
 
 
 def _passthrough_names(names: Any) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ EXPECTED_ALL = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "anomalies",
     "audit",
     "compare",
     "deployments",
