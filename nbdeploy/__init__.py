@@ -63,6 +63,10 @@ _LAZY = {
     "DriftReport": "nbdeploy.monitoring.driftstats",
     "fairness": "nbdeploy.monitoring.fairness",
     "anomalies": "nbdeploy.monitoring.anomalies",
+    "estimate": "nbdeploy.monitoring.estimate",
+    "segments": "nbdeploy.monitoring.segments",
+    "Estimate": "nbdeploy.monitoring.estimation",
+    "PerformanceEstimate": "nbdeploy.monitoring.estimate",
     "FairnessReport": "nbdeploy.monitoring.fairness",
 }
 
@@ -74,12 +78,14 @@ __all__ = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "Estimate",
     "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
     "ModelVersion",
     "NbdeployError",
+    "PerformanceEstimate",
     "PromotionError",
     "RegistryError",
     "SchemaError",
@@ -90,6 +96,7 @@ __all__ = [
     "compare",
     "deployments",
     "drift",
+    "estimate",
     "fairness",
     "feedback",
     "history",
@@ -104,6 +111,7 @@ __all__ = [
     "run_job",
     "schedule",
     "score",
+    "segments",
     "serve",
     "stop",
     "test",
@@ -125,7 +133,10 @@ if TYPE_CHECKING:
     from nbdeploy.monitoring import drift
     from nbdeploy.monitoring.anomalies import anomalies
     from nbdeploy.monitoring.driftstats import DriftReport
+    from nbdeploy.monitoring.estimate import PerformanceEstimate, estimate
+    from nbdeploy.monitoring.estimation import Estimate
     from nbdeploy.monitoring.fairness import FairnessReport, fairness
+    from nbdeploy.monitoring.segments import segments
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
     from nbdeploy.scheduler import schedule

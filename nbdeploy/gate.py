@@ -57,6 +57,31 @@ def _score(metric: str, model: Any, columns: dict[str, Any], y: Any) -> float:
     return float(fn(y, out.predictions, **kwargs))
 
 
+def _keep_holdout(mv: ModelVersion, model: Any, columns: dict[str, Any], y: np.ndarray) -> None:
+    """Store the test rows, labels and outputs with the version: ``nd.estimate`` calibrates
+    its label-free estimates on them (at most 50,000 rows)."""
+    import pandas as pd
+
+    out = model.predict(columns)
+    frame = pd.DataFrame({name: columns[name] for name in model.schema.names})
+    frame["__label__"] = [str(v) for v in y] if y.dtype.kind not in "fiu" else y
+    frame["__prediction__"] = (
+        [str(v) for v in out.predictions] if out.predictions.dtype.kind not in "fiub"
+        else out.predictions
+    )  # fmt: skip
+    if out.proba is not None and model.classes is not None:
+        for j, cls in enumerate(model.classes):
+            frame[f"__proba_{cls}__"] = out.proba[:, j]
+    if len(frame) > 50_000:
+        frame = frame.sample(50_000, random_state=0)
+    try:
+        registry.store_holdout(mv, frame)
+    except Exception as exc:  # the gate's verdict stands; only estimates lose their data
+        import warnings
+
+        warnings.warn(f"nd.test could not keep the held-out data: {exc}", stacklevel=3)
+
+
 def _sensitive(sensitive: Any, X: Any, schema: Any) -> tuple[Any, Any]:
     """The group of each test row, and ``X`` without that column unless the model takes it."""
     if sensitive is None:
@@ -148,6 +173,8 @@ def test(
     else:
         ok = score >= min_score if greater else score <= min_score
         check(metric, round(score, 6), f"{'>=' if greater else '<='} {min_score}", ok)
+
+    _keep_holdout(mv, model, columns, y)
 
     if groups is not None:
         from nbdeploy.monitoring.fairness import disparity_of

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config, lineage
 from nbdeploy.exceptions import (
+    IntegrityError,
     ModelNotFoundError,
     PromotionError,
     RegistryError,
@@ -400,6 +401,48 @@ def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
     tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
     raw = tags.get(TAG + "test.report")
     return json.loads(raw) if raw else None
+
+
+def store_holdout(mv: ModelVersion, frame: pd.DataFrame) -> str:
+    """Keep the labelled held-out data of ``nd.test`` with the version (for label-free
+    estimates): a Parquet artifact of the version's run, its sha256 a version tag."""
+    import hashlib
+
+    c = client()
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
+        file = Path(tmp) / f"holdout-{time.time_ns()}.parquet"
+        frame.to_parquet(file, index=False)
+        sha = hashlib.sha256(file.read_bytes()).hexdigest()
+        c.log_artifact(mv.run_id, str(file), "holdout")
+    version = str(mv.version)
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.path", f"holdout/{file.name}")
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.sha256", sha)
+    return sha
+
+
+def load_holdout(mv: ModelVersion) -> pd.DataFrame | None:
+    """The held-out data last given to ``nd.test`` for this version, hash-verified."""
+    import hashlib
+
+    import pandas as pd
+
+    c = client()
+    tags = c.get_model_version(mv.name, str(mv.version)).tags or {}
+    where, sha = tags.get(TAG + "holdout.path"), tags.get(TAG + "holdout.sha256")
+    if not where or not sha:
+        return None
+    local = config.settings().cache_dir / "holdout" / mv.name / f"{mv.version}-{sha[:16]}.parquet"
+    if not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="nbdeploy-", dir=local.parent) as tmp:
+            got = Path(c.download_artifacts(mv.run_id, where, tmp))
+            got.replace(local)
+    if hashlib.sha256(local.read_bytes()).hexdigest() != sha:
+        raise IntegrityError(
+            f"the held-out data of {mv.name}/{mv.version} does not match its registered "
+            "sha256; run nd.test on the version again to store it anew"
+        )
+    return pd.read_parquet(local)
 
 
 def alias_holder(name: str, alias: str) -> int | None:
