@@ -13,7 +13,8 @@ what was served since. Two ingredients, each of which is enough alone when it ho
 
 Accuracy is estimated *doubly robustly*: the mean calibrated correctness of the served
 rows, plus the weighted mean of the reference rows' residuals (correct − calibrated
-correctness). Where calibration holds the residual term is ~0; where a large shift
+correctness), shrunk by how far it stands out of its noise. Where calibration holds the
+residual term is ~0; where a large shift
 breaks it (scores saturate, the model is misspecified where the reference was thin),
 the weights put the error back. F1 and ROC-AUC use the weighted calibration. The
 interval adds the chunk's own label noise (sum of c(1 − c)) to the variance of the
@@ -99,6 +100,21 @@ def density_ratio(ref_x: np.ndarray, cur_x: np.ndarray) -> np.ndarray:
     return w / w.mean()
 
 
+def _correction(w: np.ndarray, residual: np.ndarray) -> tuple[float, float]:
+    """The weighted mean residual of the reference, and its variance.
+
+    Shrunk towards 0 by c² / (c² + var): with little shift it is mostly noise and plain
+    calibration is the better estimate; a correction well out of its noise is kept. A
+    large correction means calibration broke under the shift and the weights that fix
+    it are themselves uncertain, so its size counts as uncertainty too.
+    """
+    correction = float(np.sum(w * residual) / np.sum(w))
+    n_eff = np.sum(w) ** 2 / np.sum(w**2)
+    var = float(np.average((residual - correction) ** 2, weights=w)) / n_eff
+    shrink = correction**2 / (correction**2 + var) if var > 0 else 1.0
+    return shrink * correction, var + correction**2
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -171,14 +187,9 @@ def classifier(
         c_cur = plain.predict(cur_score)  # type: ignore[attr-defined]
     n = len(c_cur)
     residual = correct_ref - c_ref
-    correction = float(np.sum(w * residual) / np.sum(w))
+    correction, var = _correction(w, residual)
     value = float(c_cur.mean()) + correction
-    n_eff = np.sum(w) ** 2 / np.sum(w**2)
-    var = np.sum(c_cur * (1 - c_cur)) / n**2
-    var += np.average((residual - correction) ** 2, weights=w) / n_eff
-    # a large correction means calibration broke under the shift, and weights that had
-    # to fix it are themselves uncertain: its size counts as uncertainty too
-    var += correction**2
+    var += np.sum(c_cur * (1 - c_cur)) / n**2
     half = Z * math.sqrt(var)
     out = {"accuracy": Estimate(value, max(value - half, 0.0), min(value + half, 1.0))}
     if not binary:
@@ -242,13 +253,10 @@ def regressor(
             cross[part] = model.fit(xr[~part], target[~part]).predict(xr[part])
         cur = np.maximum(model.fit(xr, target).predict(xc), 0.0)
         residual = target - cross
-        correction = float(np.sum(w * residual) / np.sum(w))
+        correction, spread = _correction(w, residual)
         level: float = max(float(cur.mean()) + correction, 0.0)
-        n_eff = np.sum(w) ** 2 / np.sum(w**2)
         # the chunk's own spread of losses plus the correction's uncertainty
-        spread = float(np.average((target - target.mean()) ** 2, weights=w)) / len(cur)
-        spread += float(np.average((residual - correction) ** 2, weights=w)) / n_eff
-        spread += correction**2
+        spread += float(np.average((target - target.mean()) ** 2, weights=w)) / len(cur)
         half = Z * math.sqrt(spread)
         if metric == "rmse":  # an interval for the mean squared error, then its root
             out[metric] = Estimate(math.sqrt(level), math.sqrt(max(level - half, 0.0)),
