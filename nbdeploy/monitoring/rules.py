@@ -33,25 +33,8 @@ if TYPE_CHECKING:
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }  # fmt: skip
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    deployment TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    op TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    value REAL,
-    window_s REAL,
-    message TEXT NOT NULL,
-    webhook TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_deployment_ts ON alerts (deployment, ts);
-"""
 COLUMNS = ["ts", "deployment", "rule", "metric", "op", "threshold", "value", "window_s",
            "message", "webhook"]  # fmt: skip
-_MARKS = ", ".join("?" * len(COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -100,9 +83,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 
 
 def _db() -> Any:
-    db = auditlog.shared().db
-    db.executescript(_SCHEMA)
-    return db
+    return auditlog.shared().db  # the store creates the (hash-chained) alerts table
 
 
 def _rules(rules: Iterable[Rule | str] | None) -> list[Rule]:
@@ -160,10 +141,9 @@ def check_alerts(
                 message += f"; started job {_start_job(rule.then, moment)!r}"
                 alert["message"] = message
             sent = _post(url, alert) if url else ""
-            db.execute(
-                f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({_MARKS})",
+            auditlog.shared().add_alert(
                 (now, name, rule.name, rule.metric, rule.op, rule.threshold, value, span,
-                 message, sent),
+                 message), sent,
             )  # fmt: skip
         out.append({"rule": rule.name, "metric": rule.metric, "op": rule.op,
                     "threshold": rule.threshold, "value": value, "rows": rows,
