@@ -363,3 +363,36 @@ def test_several_processes_appending_keep_one_chain(keyed):
     report = nd.verify()
     assert report.ok and report.records == 601
     assert report.unanchored == 0  # each writer anchored at its clean exit
+
+
+def test_a_serving_log_keeps_its_wal_bounded(home, monkeypatch):
+    """Under continuous commits the WAL is rewound and cut back to a quarter of
+    NBDEPLOY_AUDIT_WAL_MAX_MB, instead of growing for as long as the load lasts."""
+    from nbdeploy.auditlog.maintenance import wal_reset_bytes
+
+    monkeypatch.setenv("NBDEPLOY_AUDIT_WAL_MAX_MB", "1")
+    config.reset()
+    log = AuditLog(background_checkpoints=True)
+    wal = log.path.with_name("audit.db-wal")
+    grown = 0
+    for i in range(1500):  # about 40 MB of WAL frames without a bound
+        log.append([_record(i, n=4)])
+        grown = max(grown, wal.stat().st_size)
+        if i % 100 == 99:
+            log.append([_record(10_000 + i, n=4)])
+    stats = log._maintenance.stats  # type: ignore[union-attr]
+    assert stats["caught_up"] + stats["restart"] > 0, stats
+    deadline = time.monotonic() + 30
+    while wal.stat().st_size > wal_reset_bytes(config.settings()):
+        assert time.monotonic() < deadline, (wal.stat().st_size, stats)
+        log.append([_record(99_999)])  # a commit after a rewind cuts the file back
+        time.sleep(0.3)
+    assert nd.verify().ok
+
+
+def test_a_log_of_the_old_chain_format_is_refused_clearly(home):
+    home.mkdir(parents=True)
+    with sqlite3.connect(home / "audit.db") as db:
+        db.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, payload BLOB)")
+    with pytest.raises(nd.AuditLogError, match=r"older nbdeploy .* move it aside"):
+        AuditLog()

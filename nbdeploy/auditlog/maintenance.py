@@ -7,11 +7,12 @@ once more when it exits cleanly. A server's thread also:
 - keeps the write-ahead log bounded. SQLite only rewinds the WAL once a checkpoint has
   copied *every* frame back while no reader needs the old ones; under steady traffic a
   passive checkpoint never catches up, and the WAL grew by gigabytes an hour. So each
-  second a PASSIVE checkpoint copies what it can without blocking anyone, and when
-  the WAL passes a quarter of ``NBDEPLOY_AUDIT_WAL_MAX_MB`` a RESTART checkpoint
-  copies the little that is left and rewinds it (``journal_size_limit`` then cuts the
-  file back). RESTART briefly holds the write lock; it gives up after 50 ms if a
-  reader is in the way, and tries again a second later;
+  second a PASSIVE checkpoint copies what it can without blocking anyone, and as soon
+  as the WAL passes a quarter of ``NBDEPLOY_AUDIT_WAL_MAX_MB`` (checked five times a
+  second) a PASSIVE pass is followed by a RESTART checkpoint, which copies the little
+  that is left and rewinds the WAL (``journal_size_limit`` then cuts the file back to
+  that quarter). RESTART briefly holds the write lock; it gives up after 50 ms if a
+  reader is in the way, and tries again at the next tick;
 - applies retention (``NBDEPLOY_RETENTION_DAYS``): the inputs of older records are
   erased every ten minutes, as ``nd.erase`` does.
 """
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from nbdeploy.auditlog.store import AuditLog
 
 RETENTION_EVERY_S = 600.0
+#: How often the thread looks at the WAL's size (a stat call) and the anchor's age.
+TICK_S = 0.2
+#: Passive checkpoints in a row that try to copy the WAL's last frames between commits.
+CATCH_UP_PASSES = 20
 _threads: dict[Path, Maintenance] = {}
 _lock = threading.Lock()
 
@@ -41,12 +46,13 @@ class Maintenance(threading.Thread):
         self.path, self.settings = path, settings
         self.serving = False
         self.dirty = False
+        self.written = False  # this process wrote the log: anchor once more at exit
         self.stopped = threading.Event()
         #: what the checkpoints did, for the benchmark and the tests
-        self.stats = {"passive": 0, "restart": 0, "busy": 0, "anchors": 0}
+        self.stats = {"passive": 0, "caught_up": 0, "restart": 0, "busy": 0, "anchors": 0}
 
     def wrote(self) -> None:
-        self.dirty = True
+        self.dirty = self.written = True
         if not self.is_alive() and not self.stopped.is_set():
             with _lock:
                 if not self.is_alive() and self.ident is None:
@@ -58,15 +64,18 @@ class Maintenance(threading.Thread):
         s = self.settings
         log = AuditLog(self.path, maintained=False, settings=s)
         log.db.execute("PRAGMA busy_timeout=50")
-        last_anchor = last_retention = 0.0
-        wal_limit = s.audit_wal_max_mb * 2**20 / 4
-        while not self.stopped.wait(min(1.0, s.audit_anchor_s)):
+        last_anchor = last_retention = last_checkpoint = 0.0
+        wal = self.path.with_name(self.path.name + "-wal")
+        while not self.stopped.wait(TICK_S):
             if not self.path.exists():
                 return  # the log was removed (a test's home): nothing left to keep
             now = time.monotonic()
             try:
-                if self.serving:
-                    self.checkpoint(log, wal_limit)
+                size = wal.stat().st_size if self.serving and wal.exists() else 0
+                full = size > wal_reset_bytes(s)
+                if self.serving and (full or now - last_checkpoint >= 1.0):
+                    last_checkpoint = now
+                    self.checkpoint(log, restart=full, force=size > 2 * wal_reset_bytes(s))
                 if self.dirty and now - last_anchor >= s.audit_anchor_s:
                     self.anchor(log)
                     last_anchor = now
@@ -81,16 +90,29 @@ class Maintenance(threading.Thread):
         log.anchor()
         self.stats["anchors"] += 1
 
-    def checkpoint(self, log: AuditLog, wal_limit: float) -> None:
+    def checkpoint(self, log: AuditLog, *, restart: bool, force: bool = False) -> None:
         try:
-            log.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self.stats["passive"] += 1
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.exists() and wal.stat().st_size > wal_limit:
+            before = -1
+            for _ in range(CATCH_UP_PASSES if restart else 1):
+                _, frames, copied = log.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.stats["passive"] += 1
+                # two passes that saw the same, fully copied WAL: no commit came in between,
+                # so the next commit finds it all copied and rewinds the WAL itself
+                if frames == copied == before:
+                    self.stats["caught_up"] += 1
+                    return
+                before = frames if frames == copied else -1
+            if force:  # writes outpace the passes: hold writers for the little left
                 busy = log.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
                 self.stats["busy" if busy else "restart"] += 1
         except sqlite3.Error:
             self.stats["busy"] += 1
+
+
+def wal_reset_bytes(settings: config.Settings) -> int:
+    """Past this size a server rewinds the WAL, which is then cut back to it: a quarter
+    of ``NBDEPLOY_AUDIT_WAL_MAX_MB`` leaves room for the writes of a few ticks."""
+    return int(settings.audit_wal_max_mb * 2**20 / 4)
 
 
 def expire(log: AuditLog, days: float) -> int:
@@ -122,7 +144,9 @@ def ensure(path: Path, settings: config.Settings, *, serving: bool) -> Maintenan
 def _anchor_now(thread: Maintenance) -> None:
     from nbdeploy.auditlog.store import AuditLog
 
-    if thread.dirty and thread.path.exists():
+    if thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout=2.0)  # let a pass in progress finish its anchor
+    if thread.written and thread.path.exists():
         thread.dirty = False
         try:
             log = AuditLog(thread.path, maintained=False, settings=thread.settings)

@@ -22,6 +22,7 @@ import orjson
 
 from nbdeploy import config
 from nbdeploy.auditlog import chain as chains
+from nbdeploy.auditlog import maintenance
 from nbdeploy.auditlog.chain import GENESIS, Chain
 from nbdeploy.exceptions import AuditLogError
 
@@ -172,12 +173,13 @@ class AuditLog:
             # NORMAL survives kill -9; FULL also survives power loss (an fsync per commit)
             self.db.execute(f"PRAGMA synchronous={'FULL' if s.audit_sync == 'full' else 'NORMAL'}")
             # a WAL that a checkpoint has reset is cut back to this size
-            self.db.execute(f"PRAGMA journal_size_limit={int(s.audit_wal_max_mb * 2**20)}")
-            self.db.executescript(_SCHEMA)
+            self.db.execute(f"PRAGMA journal_size_limit={maintenance.wal_reset_bytes(s)}")
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
+            if not columns or "inputs" in columns:
+                self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise AuditLogError(f"cannot open the audit log at {self.path}: {exc}") from exc
-        if "inputs" not in columns:
+        if columns and "inputs" not in columns:
             raise AuditLogError(
                 f"the audit log at {self.path} was written by an older nbdeploy (hash chain "
                 "format 1); move it aside to start a new log (it stays readable by that version)"
@@ -186,8 +188,6 @@ class AuditLog:
             # A checkpoint fsyncs; inside a commit it would stall every request of that
             # batch. A server checkpoints from a thread of its own instead.
             self.db.execute("PRAGMA wal_autocheckpoint=0")
-        from nbdeploy.auditlog import maintenance
-
         self._maintenance = (
             maintenance.ensure(self.path, s, serving=background_checkpoints) if maintained else None
         )
