@@ -178,6 +178,7 @@ def register(
     alias: str | None = None,
     description: str | None = None,
     tags: dict[str, str] | None = None,
+    pii: dict[str, str] | None = None,
     passthrough: list[str] | tuple[str, ...] | None = None,
     anomaly_fpr: float | None = 0.01,
 ) -> ModelVersion:
@@ -185,7 +186,8 @@ def register(
 
     nbdeploy builds the signature from ``X`` (serving enforces it, so there is no
     registering without one), stores an input example, the training-data profile
-    and fingerprint, sha256 hashes of every artifact, and lineage.
+    and fingerprint, sha256 hashes of every artifact, and lineage. ``pii`` (column ->
+    ``"hash"`` or ``"drop"``) decides what the audit log keeps of personal data.
 
     ``passthrough``: columns requests may carry that the log keeps but the model never
     sees (segments, sensitive attributes, business keys), e.g. ``["region"]``; they
@@ -195,6 +197,7 @@ def register(
     flags (``nd.anomalies``); None skips fitting it.
     """
     from nbdeploy import flavors, profiling
+    from nbdeploy.auditlog.privacy import check_policy
     from nbdeploy.schema import Schema, as_frame
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
@@ -211,6 +214,7 @@ def register(
     if keep and hasattr(X, "columns"):
         X = X.drop(columns=[c for c in X.columns if str(c) in keep])
     schema = dataclasses.replace(Schema.infer(X), passthrough=keep)
+    policy = check_policy(pii, schema.names)
     frame = as_frame(X, schema.names)
     flavor = flavors.detect(model)
     with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
@@ -226,6 +230,7 @@ def register(
             "example": _example(frame),
             "fingerprint": profiling.fingerprint(X, y),
             "lineage": lineage.collect(),
+            **({"pii": policy} if policy else {}),
         }
         if anomaly_fpr is not None:
             metadata["anomaly"] = _fit_detector(frame, path, anomaly_fpr, metadata.get("pii"))

@@ -31,11 +31,13 @@ EXPECTED_ALL = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
     "anomalies",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
     "estimate",
     "fairness",
     "feedback",
@@ -55,6 +57,7 @@ EXPECTED_ALL = [
     "serve",
     "stop",
     "test",
+    "verify",
 ]
 
 

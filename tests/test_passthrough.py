@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import nbdeploy as nd
-from nbdeploy.exceptions import RegistryError
+from nbdeploy.exceptions import NbdeployError, RegistryError
 
 JSON = {"content-type": "application/json"}
 
@@ -120,3 +120,20 @@ def test_passthrough_must_be_a_list_of_names(home, churn_data, churn_models):
     X, y, _, _ = churn_data
     with pytest.raises(RegistryError, match="passthrough must be a list"):
         nd.register(churn_models[0], "churn", X, y, passthrough="region")
+
+
+def test_passthrough_is_chained_erased_with_its_row_and_kept_beside_pii(
+    home, churn_data, churn_models
+):
+    X, y, X_test, _ = churn_data
+    mv = nd.register(
+        churn_models[0], "churn", X, y, passthrough=["region"], pii={"support_calls": "drop"}
+    )
+    out = nd.score(mv.ref, X_test.head(4).assign(region=["a", "b", "c", "d"]))
+    nd.erase([out["prediction_id"].iloc[1]])
+    logged = nd.logs("churn")
+    assert _values(logged["region"]) == ["a", None, "c", "d"]
+    assert logged["support_calls"].isna().all()  # dropped by the pii policy
+    assert nd.verify().ok
+    with pytest.raises(NbdeployError, match="pii"):
+        nd.fairness("churn", by="support_calls")

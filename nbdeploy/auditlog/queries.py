@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from nbdeploy import config, durations
-from nbdeploy.auditlog.payload import decode_inputs, decode_payload
+from nbdeploy.auditlog.payload import decode_inputs, decode_record
 from nbdeploy.auditlog.store import shared
 from nbdeploy.exceptions import AuditLogError
 
@@ -65,10 +65,9 @@ def logs(
     meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
     features: dict[str, list[Any]] = {}
     outputs: dict[str, list[Any]] = {}
-    passthrough: dict[str, list[Any]] = {}
     total = 0
-    for rid, req, ts, model, version, alias, rrole, latency, n, payload in records:
-        body = decode_payload(payload)
+    for rid, req, ts, model, version, alias, rrole, latency, n, payload, inputs in records:
+        body = decode_record(payload, inputs)
         meta["prediction_id"].extend(f"{rid}-{i}" for i in range(n))
         for key, value in (
             ("request_id", req),
@@ -82,8 +81,6 @@ def logs(
             meta[key].extend([value] * n)
         for column, values in decode_inputs(body).items():
             _extend(features, column, values, total)
-        for column, values in (body.get("passthrough") or {}).items():
-            _extend(passthrough, column, list(values), total)
         _extend(outputs, "prediction", _list(body["predictions"]), total)
         if body.get("proba") is not None:
             proba = np.asarray(body["proba"], dtype=float)
@@ -101,9 +98,6 @@ def logs(
         frame["feature." + column if column in taken else column] = _pad(values, total)
     for column, values in outputs.items():
         frame[column] = _pad(values, total)
-    for column, values in passthrough.items():  # logged beside the features, never model input
-        name = column if column not in frame else f"passthrough.{column}"
-        frame[name] = _pad(values, total)
     if limit is not None and len(frame) > limit:
         frame = frame.iloc[len(frame) - limit :].reset_index(drop=True)
     return frame
