@@ -51,6 +51,7 @@ _LAZY = {
     "run_job": "nbdeploy.runner",
     "jobs": "nbdeploy.runner",
     "schedule": "nbdeploy.scheduler",
+    "unschedule": "nbdeploy.scheduler",
     "audit": "nbdeploy.auditing",
     "JobRun": "nbdeploy.models",
     "AuditRecord": "nbdeploy.models",
@@ -101,6 +102,7 @@ __all__ = [
     "serve",
     "stop",
     "test",
+    "unschedule",
 ]
 
 if TYPE_CHECKING:
@@ -120,7 +122,7 @@ if TYPE_CHECKING:
     from nbdeploy.monitoring.driftstats import DriftReport
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
-    from nbdeploy.scheduler import schedule
+    from nbdeploy.scheduler import schedule, unschedule
     from nbdeploy.scoring import score
     from nbdeploy.serving.process import deployments, serve, stop
     from nbdeploy.widgets import monitor

@@ -61,6 +61,8 @@ class Settings:
     alert_window_s: float = 3600.0
     #: URL that fired alerts are POSTed to as JSON (none: only recorded in audit.db).
     alert_webhook: str | None = None
+    #: How many scheduled jobs the embedded scheduler runs at once, each in its own process.
+    max_concurrent_jobs: int = 2
 
     @property
     def deployments_dir(self) -> Path:
@@ -130,6 +132,7 @@ def settings() -> Settings:
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
         alert_webhook=_env("ALERT_WEBHOOK", "") or None,
+        max_concurrent_jobs=max(1, int(_number("MAX_CONCURRENT_JOBS", 2, int))),
     )
 
 

@@ -264,6 +264,8 @@ class JobRun:
     failed_cell: int | None = None
     #: The schedule's name when the scheduler started it.
     name: str | None = None
+    #: Alias moves the job made when it succeeded (``name/version@alias``).
+    promoted: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -279,6 +281,7 @@ class JobRun:
                 ("parameters", html.escape(params) or "none"),
                 ("results", html.escape(results) or "none"),
                 ("produced", html.escape(", ".join(self.produced)) or "nothing"),
+                ("promoted", html.escape(", ".join(self.promoted)) or "nothing"),
                 (
                     "error",
                     f"<span style='color:#cf222e'>{html.escape(self.error)}</span>"
@@ -309,6 +312,12 @@ class ScheduledJob:
     created: float = 0.0
     #: Next scheduled time (epoch seconds) after now.
     next_run: float = 0.0
+    #: Not run at its times until resumed.
+    paused: bool = False
+    #: Times missed while no scheduler ran are run later, oldest first.
+    catchup: bool = False
+    #: Times before this one are never caught up (creation, or the last resume).
+    since: float = 0.0
 
     @property
     def when(self) -> str:

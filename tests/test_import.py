@@ -48,6 +48,7 @@ EXPECTED_ALL = [
     "serve",
     "stop",
     "test",
+    "unschedule",
 ]
 
 
