@@ -358,7 +358,7 @@ def _announce(job: ScheduledJob, run: JobRun) -> None:
     url = config.settings().alert_webhook
     if not url:
         return
-    from nbdeploy.monitoring.rules import _post
+    from nbdeploy.monitoring.alerting import _post
 
     last_line = (run.error or "").strip().splitlines()[-1:] or [""]
     event = {
