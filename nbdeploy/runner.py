@@ -491,7 +491,6 @@ def _finish_record(
     from nbdeploy import registry
 
     c = registry.client()
-    c.set_tag(run_id, TAG + "job.status", status)
     if failed_cell is not None:
         c.set_tag(run_id, TAG + "job.failed_cell", str(failed_cell))
     if promoted:
@@ -510,6 +509,7 @@ def _finish_record(
     if notebook is not None:
         c.set_tag(run_id, TAG + "job.output", str(notebook))
         c.log_artifact(run_id, str(notebook), "notebook")
+    c.set_tag(run_id, TAG + "job.status", status)  # last: a reader seeing it sees the rest
     c.set_terminated(run_id, status="FINISHED" if status == "succeeded" else "FAILED")
 
 
