@@ -153,6 +153,53 @@ def summary(limit: int = RECENT_RUNS) -> dict[str, Any]:
     return {"schedules": schedules, "runs": runs}
 
 
+#: Where executed notebooks the lab cannot reach (outside its folder, or in a hidden
+#: one such as ``.nbdeploy``) are copied to be opened, under the lab's folder.
+OPENED_RUNS = "nbdeploy-runs"
+
+
+def open_run(root: str | Path, run_id: str) -> dict[str, Any]:
+    """A run's executed notebook as a path relative to the lab's folder, and its failing
+    cell. Fetched from the registry when this machine lacks it (a teammate's run)."""
+    import shutil
+
+    from nbdeploy import registry
+
+    try:
+        run = registry.client().get_run(run_id)
+    except Exception:
+        raise JobError(f"no job run {run_id!r} in this registry") from None
+    tags = run.data.tags
+    if tags.get("nbdeploy.kind") != "job":
+        raise JobError(f"{run_id!r} is not a job run")
+    output = tags.get("nbdeploy.job.output")
+    if not output:
+        raise JobError(f"job run {run_id} kept no executed notebook (it never started)")
+    base, path = Path(root).resolve(), Path(output)
+    if not path.is_file():
+        folder = registry.client().download_artifacts(run_id, "notebook")
+        found = sorted(Path(folder).glob("*.ipynb"))
+        if not found:
+            raise JobError(f"the executed notebook of job run {run_id} is gone")
+        path = found[0]
+    path = path.resolve()
+    if not _reachable(base, path):
+        target = base / OPENED_RUNS / path.name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, target)
+        path = target
+    cell = tags.get("nbdeploy.job.failed_cell")
+    return {"path": path.relative_to(base).as_posix(),
+            "failed_cell": int(cell) if cell is not None else None}  # fmt: skip
+
+
+def _reachable(base: Path, path: Path) -> bool:
+    """Whether the lab can open ``path``: inside its folder and not in a hidden one."""
+    if base not in path.parents:
+        return False
+    return not any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
 def _schedule_json(job: Any, last: dict[str, str]) -> dict[str, Any]:
     return {
         "name": job.name,

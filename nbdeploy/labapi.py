@@ -15,6 +15,8 @@ Enabled on install (``jupyter-config/server-config/nbdeploy.json``), it adds::
     POST /nbdeploy/api/jobs/{name}/run              start a run now: {"run_id"} at once
     POST /nbdeploy/api/jobs/{name}/pause, /resume
     DELETE /nbdeploy/api/jobs/{name}                unschedule (past runs stay)
+    POST /nbdeploy/api/runs/{run_id}/open           the executed notebook, as a path the
+                                                     lab can open (copied in when outside)
 
 Every handler is ``@tornado.web.authenticated`` and calls one function: the two
 summaries below (plain Python, usable without Jupyter; the deployments one adds
@@ -84,6 +86,7 @@ def models_summary() -> dict[str, Any]:
                     "task": mv.task,
                     "description": mv.description,
                     "test": _test(mv.test_passed, summary),
+                    "job_run": mv.job_run_id,
                 }
             )
         models.append(
@@ -363,6 +366,15 @@ class JobActionHandler(_Handler):
         if action:
             raise tornado.web.HTTPError(405, "DELETE /nbdeploy/api/jobs/NAME unschedules a job")
         await self._answer(lambda: {"unscheduled": _unschedule(name)})
+
+
+class OpenRunHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, run_id: str) -> None:
+        from nbdeploy import jobboard
+
+        root = self.contents_manager.root_dir
+        await self._answer(lambda: jobboard.open_run(root, run_id))
 
 
 def _unschedule(name: str) -> str:

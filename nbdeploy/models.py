@@ -56,6 +56,8 @@ class ModelVersion:
     #: Outcome of the last ``nd.test``; None when never tested.
     test_passed: bool | None = None
     source: str = field(default="", repr=False)
+    #: The job run (``nd.jobs()``'s ``run_id``) whose notebook registered this version.
+    job_run_id: str | None = None
 
     @property
     def uri(self) -> str:

@@ -142,6 +142,7 @@ def _version(mv: Any) -> ModelVersion:
         fingerprint=tags.get(TAG + "fingerprint", ""),
         test_passed=None if passed is None else passed == "true",
         source=mv.source or "",
+        job_run_id=tags.get(TAG + "job_run_id"),
     )
 
 

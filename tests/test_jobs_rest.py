@@ -149,3 +149,14 @@ def test_a_failed_run_shows_its_error_line_and_failing_cell(lab):
     assert run["status"] == "failed"
     assert "ValueError: no data for churn" in run["error"] and "\n" not in run["error"]
     assert run["failed_cell"] is not None and Path(run["output_path"]).is_file()
+    status, opened = api(lab, f"runs/{run_id}/open", {})
+    assert status == 200 and opened["failed_cell"] == run["failed_cell"]
+    root = Path(lab_root())
+    assert (root / opened["path"]).resolve() == Path(run["output_path"]).resolve()
+    assert api(lab, f"runs/{'0' * 32}/open", {})[0] == 400
+
+
+def lab_root() -> str:
+    from nbdeploy import config
+
+    return str(config.settings().home.parent)
