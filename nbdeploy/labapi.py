@@ -407,6 +407,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
                 url_path_join(base, "jobs", _NAME + r"(?:/(?P<action>run|pause|resume))?"),
                 JobActionHandler,
             ),
+            (url_path_join(base, "runs", r"(?P<run_id>[0-9a-f]{32})", "open"), OpenRunHandler),
         ],
     )
     serverapp.log.info("nbdeploy: REST API at %s (home %s)", base, config.settings().home)
