@@ -45,6 +45,9 @@ _LAZY = {
     "deployments": "nbdeploy.serving.process",
     "logs": "nbdeploy.auditlog",
     "feedback": "nbdeploy.auditlog",
+    "verify": "nbdeploy.auditlog",
+    "erase": "nbdeploy.auditlog",
+    "VerifyReport": "nbdeploy.auditlog",
     "score": "nbdeploy.scoring",
     "drift": "nbdeploy.monitoring",
     "monitor": "nbdeploy.widgets",
@@ -82,10 +85,12 @@ __all__ = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
     "feedback",
     "history",
     "jobs",
@@ -102,12 +107,16 @@ __all__ = [
     "serve",
     "stop",
     "test",
+<<<<<<< HEAD
     "unschedule",
+=======
+    "verify",
+>>>>>>> main
 ]
 
 if TYPE_CHECKING:
     from nbdeploy.auditing import audit
-    from nbdeploy.auditlog import feedback, logs
+    from nbdeploy.auditlog import VerifyReport, erase, feedback, logs, verify
     from nbdeploy.comparison import compare, retire
     from nbdeploy.gate import test
     from nbdeploy.models import (

@@ -28,10 +28,12 @@ EXPECTED_ALL = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
     "feedback",
     "history",
     "jobs",
@@ -49,6 +51,7 @@ EXPECTED_ALL = [
     "stop",
     "test",
     "unschedule",
+    "verify",
 ]
 
 
