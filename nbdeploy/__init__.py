@@ -107,11 +107,8 @@ __all__ = [
     "serve",
     "stop",
     "test",
-<<<<<<< HEAD
     "unschedule",
-=======
     "verify",
->>>>>>> main
 ]
 
 if TYPE_CHECKING:

@@ -61,10 +61,8 @@ class Settings:
     alert_window_s: float = 3600.0
     #: URL that fired alerts are POSTed to as JSON (none: only recorded in audit.db).
     alert_webhook: str | None = None
-<<<<<<< HEAD
     #: How many scheduled jobs the embedded scheduler runs at once, each in its own process.
     max_concurrent_jobs: int = 2
-=======
     #: Key of the keyed hash chain (``NBDEPLOY_AUDIT_KEY`` or ``NBDEPLOY_AUDIT_KEY_FILE``).
     audit_key: str | None = field(default=None, repr=False)
     #: File keeping the audit chain's newest hashes outside the database
@@ -78,7 +76,6 @@ class Settings:
     retention_days: float | None = None
     #: A server checkpoints the audit WAL to stay under this size, MiB.
     audit_wal_max_mb: float = 64.0
->>>>>>> main
 
     @property
     def deployments_dir(self) -> Path:
@@ -176,16 +173,13 @@ def settings() -> Settings:
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
         alert_webhook=_env("ALERT_WEBHOOK", "") or None,
-<<<<<<< HEAD
         max_concurrent_jobs=max(1, int(_number("MAX_CONCURRENT_JOBS", 2, int))),
-=======
         audit_key=_secret("AUDIT_KEY"),
         audit_anchor=Path(_env("AUDIT_ANCHOR", str(home / "audit.anchor"))).expanduser().resolve(),
         audit_anchor_s=_number("AUDIT_ANCHOR_S", 2.0),
         audit_sync=_audit_sync(),
         retention_days=_number("RETENTION_DAYS", 0.0) or None,
         audit_wal_max_mb=_number("AUDIT_WAL_MAX_MB", 64.0),
->>>>>>> main
     )
 
 
