@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config, lineage
+from nbdeploy import config, lineage, names
 from nbdeploy.exceptions import (
     ModelNotFoundError,
     PromotionError,
@@ -82,6 +82,9 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
             ref=str(ref),
         )
     version = match["version"]
+    names.check(match["name"], "model")
+    if match["alias"] is not None:
+        names.check(match["alias"], "alias")
     return match["name"], int(version) if version else None, match["alias"]
 
 
@@ -186,11 +189,9 @@ def register(
     from nbdeploy import flavors, profiling
     from nbdeploy.schema import Schema, as_frame
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
-        raise RegistryError(
-            f"{name!r} is not a usable model name; use letters, digits, "
-            "'_', '-' and '.' (e.g. 'churn')"
-        )
+    names.check(name, "model")
+    if alias is not None:
+        check_alias(alias)
     if X is None:
         raise SignatureError(
             "nd.register needs the training features X to build the "
@@ -365,6 +366,18 @@ def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+def check_alias(alias: object) -> str:
+    """The naming rule, and MLflow's own: no '.', and 'latest' and v<number> are taken."""
+    names.check(alias, "alias")
+    assert isinstance(alias, str)
+    if "." in alias or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise PromotionError(
+            f"{alias!r} is not a usable alias ('.' is not allowed, and 'latest' and "
+            "v<number> are MLflow's own); use a word like 'champion'"
+        )
+    return alias
+
+
 def alias_holder(name: str, alias: str) -> int | None:
     try:
         return int(client().get_model_version_by_alias(name, alias).version)
@@ -386,13 +399,8 @@ def promote(
     succeeds (``defer`` overrides): a job that fails later promotes nothing, and no
     server follows an alias onto its version in the meantime.
     """
+    check_alias(to)
     mv = resolve(ref)
-    reserved = to.lower() == "latest" or re.fullmatch(r"[vV]\d+", to or "")
-    if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or reserved:
-        raise PromotionError(
-            f"{to!r} is not a usable alias ('latest' and v<number> are MLflow's own); "
-            "use a word like 'champion'"
-        )
     if not force and mv.test_passed is not True:
         state = "never tested" if mv.test_passed is None else "failed its last nd.test"
         raise PromotionError(
@@ -439,7 +447,8 @@ def settle_promotions(job_run_id: str, *, succeeded: bool) -> list[str]:
 
 def rollback(name: str, alias: str = "champion") -> ModelVersion:
     """Move ``alias`` back to the version that held it before the current holder."""
-    parse_ref(f"{name}@{alias}")
+    names.check(name, "model")
+    check_alias(alias)
     events = [e for e in _history_events(name) if e["alias"] == alias]
     stack: list[int] = []
     for event in events:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import auditlog
+from nbdeploy import auditlog, names
 from nbdeploy.exceptions import NbdeployError
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class Rule:
     def __post_init__(self) -> None:
         if self.op not in _OPS:
             raise NbdeployError(f"rule {self.name!r}: op must be one of {list(_OPS)}")
+        if self.then is not None:
+            names.check(self.then, "job")
 
     @classmethod
     def parse(cls, text: str) -> Rule:
@@ -75,9 +77,10 @@ class Rule:
                 f"rule {text!r} is not 'METRIC OP NUMBER [then JOB]', e.g. 'error_rate > 0.05'"
             )
         try:
-            return cls(" ".join(parts), parts[0], parts[1], float(parts[2]), then=then)
+            threshold = float(parts[2])
         except ValueError:
             raise NbdeployError(f"rule {text!r}: {parts[2]!r} is not a number") from None
+        return cls(" ".join(parts), parts[0], parts[1], threshold, then=then)
 
 
 #: Drift rules need 200 rows: PSI over 10 bins of fewer rows is mostly noise.
