@@ -78,7 +78,7 @@ def audit(prediction_id: str) -> AuditRecord:
     mv = registry.resolve(f"{name}/{version}")
     model = load(mv)
     lineage = dict(model.meta.get("lineage", {}))
-    profile = registry.read_json(model.path, registry.PROFILE)  # verified by load
+    profile = model.files.json(registry.PROFILE)  # the bytes load verified
     x = {n: inputs[n] for n in model.schema.names}
     explanation, method = explain.explain(model, x, profile)
     return AuditRecord(

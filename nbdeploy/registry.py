@@ -10,6 +10,7 @@ out files that no longer match, before anything is deserialized.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -26,7 +27,7 @@ from nbdeploy.exceptions import (
     RegistryError,
     SignatureError,
 )
-from nbdeploy.integrity import verify, write_manifest
+from nbdeploy.integrity import Verified, read_verified, write_manifest
 from nbdeploy.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -287,9 +288,17 @@ def _log_and_register(
 # -- artifacts and trust -----------------------------------------------------------
 
 
-def cache_path(name: str, version: int) -> Path:
-    """Where a version's files are kept locally once fetched (and verified on every use)."""
-    return config.settings().cache_dir / "models" / name / str(version)
+def cache_path(name: str, version: int, manifest_sha: str | None) -> Path:
+    """Where a version's files are kept locally once fetched (and verified on every use).
+
+    Keyed by the registry (two tracking URIs may both have a churn/1) and the manifest
+    hash (what the files are), not by name and version alone.
+    """
+    registry = hashlib.sha256(config.settings().tracking_uri.encode()).hexdigest()[:16]
+    return (
+        config.settings().cache_dir / "models" / registry / name
+        / f"{version}-{manifest_sha or 'unverified'}"
+    )  # fmt: skip
 
 
 def manifest_sha(mv: ModelVersion) -> str | None:
@@ -299,15 +308,21 @@ def manifest_sha(mv: ModelVersion) -> str | None:
 
 
 def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
-    """A verified local copy of the version's model folder."""
+    """A verified local copy of the version's model folder (to copy; to load from,
+    use :func:`fetch_verified`: the folder can change after this check)."""
+    return fetch_verified(mv, trust_unverified=trust_unverified).path
+
+
+def fetch_verified(mv: ModelVersion, *, trust_unverified: bool = False) -> Verified:
+    """The version's files, fetched to the cache, read once and checked against the
+    registered hashes: load from these bytes, never from the folder again."""
     what = f"{mv.name}/{mv.version}"
     expected = manifest_sha(mv)
-    target = cache_path(mv.name, mv.version)
+    target = cache_path(mv.name, mv.version, expected)
     if not target.is_dir():
         _download(mv.source, target, what)
-    if expected or not (trust_unverified or config.settings().trust_unverified):
-        verify(target, expected, what=what)
-    return target
+    trusted = trust_unverified or config.settings().trust_unverified
+    return read_verified(target, expected, what=what, trust_unverified=trusted)
 
 
 def _download(source: str, target: Path, what: str) -> None:
@@ -346,7 +361,7 @@ def read_json(path: Path, name: str) -> dict[str, Any]:
 def load_profile(ref: str | ModelVersion) -> dict[str, Any]:
     """The reference profile stored when the version was registered."""
     mv = resolve(ref)
-    return read_json(fetch_model(mv), PROFILE)
+    return fetch_verified(mv).json(PROFILE)
 
 
 # -- aliases and history --------------------------------------------------------------
