@@ -193,6 +193,12 @@ def register(
     names.check(name, "model")
     if alias is not None:
         check_alias(alias)
+    reserved = sorted(str(k) for k in tags or {} if str(k).lower().startswith(TAG))
+    if reserved:  # else tags={"nbdeploy.test.passed": "true"} would pass the gate
+        raise RegistryError(
+            f"tag {reserved[0]!r}: the {TAG!r} prefix is reserved for what nbdeploy records "
+            "(test results, artifact hashes); name your tag otherwise"
+        )
     if X is None:
         raise SignatureError(
             "nd.register needs the training features X to build the "

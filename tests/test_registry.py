@@ -50,6 +50,17 @@ def test_register_rejects_bad_name_and_unknown_objects(home, churn_data, churn_m
         nd.register(object(), "thing", X, y)
 
 
+@pytest.mark.parametrize("tag", ["nbdeploy.test.passed", "NBDEPLOY.manifest_sha256"])
+def test_the_nbdeploy_tag_prefix_is_reserved(home, churn_data, churn_models, tag):
+    X, y, _, _ = churn_data
+    with pytest.raises(nd.RegistryError, match="reserved"):
+        nd.register(churn_models[0], "churn", X, y, tags={tag: "true", "team": "risk"})
+    assert registry.model_names() == []  # refused before anything was written
+    mv = nd.register(churn_models[0], "churn", X, y, tags={"team": "risk"})
+    with pytest.raises(nd.PromotionError, match="never tested"):
+        nd.promote(mv, to="champion")
+
+
 def test_lineage_records_git_commit(home, churn_data, churn_models):
     subprocess.run(["git", "init", "-q"], check=True)
     subprocess.run(

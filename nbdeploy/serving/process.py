@@ -86,6 +86,27 @@ def hold_name(name: str) -> Any:
     return lock
 
 
+def running(name: str) -> bool:
+    """Whether a live server holds ``name``'s lock (see :func:`hold_name`).
+
+    This, not the PID, says a deployment is alive: the kernel drops the lock when the
+    server dies, while its PID may be reused by any other process, even one whose
+    command line mentions nbdeploy.
+    """
+    import fcntl
+
+    lock = config.settings().deployments_dir / f"{names.check(name, 'deployment')}.lock"
+    try:
+        with lock.open("rb") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            return False  # closing the probe releases it at once
+    except FileNotFoundError:
+        return False
+
+
 def clear_state(name: str, pid: int) -> None:
     info = _read_state(name)
     if info and info.get("pid") == pid:
@@ -145,7 +166,7 @@ def serve(
         raise DeploymentError("threshold is a probability: give a number in (0, 1]")
     name = names.check(mv.name if name is None else name, "deployment")
     existing = _read_state(name)
-    if existing and _alive(existing["pid"]):
+    if existing and running(name):
         raise DeploymentError(
             f"deployment {name!r} is already running at {existing['url']}; "
             f"stop it with nd.stop({name!r}) or pass another name="
@@ -224,7 +245,7 @@ def stop(name: str | None = None, *, all: bool = False) -> list[str]:
         info = _read_state(str(each))
         if info is None:
             continue
-        if _alive(info["pid"]) and not _kill(info["pid"]):
+        if running(str(each)) and not _kill(info["pid"]):
             raise DeploymentError(
                 f"deployment {each!r} (pid {info['pid']}) did not stop; it may belong to "
                 "another user: stop it there"
@@ -267,7 +288,7 @@ def deployments() -> pd.DataFrame:
         if info is None:
             continue
         status, version = "dead", info.get("version")
-        if _alive(info["pid"]):
+        if running(each):
             probe = client.health(info["url"])
             status = "running" if probe else "unresponsive"
         rows.append(
