@@ -87,6 +87,12 @@ def _number(name: str, default: float, kind: type = float) -> float:
         ) from None
 
 
+def _webhook(url: str) -> str | None:
+    from nbdeploy.webhooks import check_url
+
+    return check_url(url, what="NBDEPLOY_ALERT_WEBHOOK") if url else None
+
+
 def resolve_home(start: Path | None = None) -> Path:
     explicit = os.environ.get("NBDEPLOY_HOME")
     if explicit:
@@ -129,7 +135,7 @@ def settings() -> Settings:
         trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
-        alert_webhook=_env("ALERT_WEBHOOK", "") or None,
+        alert_webhook=_webhook(_env("ALERT_WEBHOOK", "")),
     )
 
 

@@ -121,12 +121,18 @@ def fired_since(name: str, rule: Rule, since: float) -> bool:
     )
 
 
-def record(alert: dict[str, Any], webhook: str = "") -> None:
-    """Store one fired alert (``alert`` holds every column but ``webhook``)."""
-    _db().execute(
+def record(alert: dict[str, Any], webhook: str = "") -> int:
+    """Store one fired alert (``alert`` holds every column but ``webhook``); its id."""
+    cursor = _db().execute(
         f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({_MARKS})",
         [*(alert[c] for c in COLUMNS[:-1]), webhook],
     )
+    return int(cursor.lastrowid or 0)
+
+
+def set_webhook(seq: int, outcome: str) -> None:
+    """What became of the webhook POST of recorded alert ``seq``."""
+    _db().execute("UPDATE alerts SET webhook = ? WHERE seq = ?", (outcome, seq))
 
 
 def alerts(name: str | None = None, *, limit: int | None = 100) -> pd.DataFrame:
