@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nbdeploy import names
 from nbdeploy.exceptions import JobError
 
 #: Runs listed by ``summary`` (newest first).
@@ -106,7 +107,7 @@ def create(root: str | Path, body: dict[str, Any]) -> dict[str, Any]:
     name = body.get("name") or path.stem
     if not isinstance(name, str):
         raise JobError("the job name must be text")
-    scheduler.check_name(name)
+    names.check(name, "job")
     every, cron = body.get("every"), body.get("cron")
     _when(every, cron)
     import papermill

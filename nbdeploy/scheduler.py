@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import shlex
 import sqlite3
 import subprocess
@@ -38,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config, durations
+from nbdeploy import config, durations, names
 from nbdeploy.cron import Cron, every_as_cron
 from nbdeploy.exceptions import JobError
 from nbdeploy.models import JobRun, ScheduledJob
@@ -95,14 +94,6 @@ def parse_every(every: str | float) -> float:
     return seconds
 
 
-def check_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
-        raise JobError(
-            f"{name!r} is not a usable job name; use up to 128 letters, digits, '.', '_', '-'"
-        )
-    return name
-
-
 def schedule(
     notebook: str | os.PathLike[str],
     *,
@@ -142,7 +133,7 @@ def schedule(
     runner.check_parameters(path, params)
     packaged = path.parent == runner.TEMPLATES and not os.fspath(notebook).endswith(".ipynb")
     spec = os.fspath(notebook) if packaged else str(path)
-    name = check_name(name or path.stem)
+    name = names.check(path.stem if name is None else name, "job")
     now = time.time()
     row = (name, spec, json.dumps(params), every_s, cron, str(workdir), timeout, kernel, now)
     with _db() as db:
@@ -354,13 +345,18 @@ def _run(job: ScheduledJob, scheduled_for: float, run_id: str | None = None) -> 
 
 
 def _announce(job: ScheduledJob, run: JobRun) -> None:
-    """Post ``job_succeeded`` / ``job_failed`` to the alert webhook, when one is set."""
+    """Post ``job_succeeded`` / ``job_failed`` to the alert webhook, when one is set.
+
+    The run is recorded before this (it is the record); the outcome is kept on it as
+    the tag ``nbdeploy.job.webhook``, in words that never include the URL.
+    """
     url = config.settings().alert_webhook
     if not url:
         return
-    from nbdeploy.monitoring.alerting import _post
+    from nbdeploy import registry, webhooks
 
     last_line = (run.error or "").strip().splitlines()[-1:] or [""]
+    text = f"nbdeploy job {job.name} {run.status}" + (f": {last_line[0]}" if last_line[0] else "")
     event = {
         "event": f"job_{run.status}",
         "job": job.name,
@@ -370,12 +366,13 @@ def _announce(job: ScheduledJob, run: JobRun) -> None:
         "registered": list(run.produced),
         "promoted": list(run.promoted),
         "error": last_line[0] or None,
-        "message": f"nbdeploy job {job.name} {run.status}"
-        + (f": {last_line[0]}" if last_line[0] else ""),
+        "text": text,
     }
-    outcome = _post(url, event)
+    outcome = webhooks.send(url, event)
+    with contextlib.suppress(Exception):  # the registry may be down; the event was sent
+        registry.client().set_tag(run.run_id, "nbdeploy.job.webhook", outcome)
     if not outcome.startswith("sent"):
-        print(f"nbdeploy scheduler: {job.name}: webhook {outcome.split(':')[0]}", file=sys.stderr)
+        print(f"nbdeploy scheduler: {job.name}: webhook {outcome}", file=sys.stderr)
 
 
 def run_due(now: float | None = None) -> list[JobRun]:

@@ -139,6 +139,10 @@ def test_finished_runs_post_job_events(sleeper, receiver):
     assert by_job["bad"]["event"] == "job_failed" and by_job["bad"]["run_id"] == bad.run_id
     assert "ValueError: the data is late" in by_job["bad"]["error"]
     assert "\n" not in by_job["bad"]["error"]
+    assert by_job["bad"]["text"].startswith("nbdeploy job bad failed: ")
+    from nbdeploy import registry
+
+    assert registry.client().get_run(bad.run_id).data.tags["nbdeploy.job.webhook"] == "sent (204)"
 
 
 def test_the_scheduler_runs_jobs_side_by_side(sleeper, home):
