@@ -54,6 +54,7 @@ _LAZY = {
     "run_job": "nbdeploy.runner",
     "jobs": "nbdeploy.runner",
     "schedule": "nbdeploy.scheduler",
+    "unschedule": "nbdeploy.scheduler",
     "audit": "nbdeploy.auditing",
     "JobRun": "nbdeploy.models",
     "AuditRecord": "nbdeploy.models",
@@ -120,6 +121,7 @@ __all__ = [
     "serve",
     "stop",
     "test",
+    "unschedule",
     "verify",
 ]
 
@@ -144,7 +146,7 @@ if TYPE_CHECKING:
     from nbdeploy.monitoring.segments import segments
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
-    from nbdeploy.scheduler import schedule
+    from nbdeploy.scheduler import schedule, unschedule
     from nbdeploy.scoring import score
     from nbdeploy.serving.client import Deployment
     from nbdeploy.serving.process import deployments, serve, stop

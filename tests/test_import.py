@@ -57,6 +57,7 @@ EXPECTED_ALL = [
     "serve",
     "stop",
     "test",
+    "unschedule",
     "verify",
 ]
 
