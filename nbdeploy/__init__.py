@@ -45,12 +45,16 @@ _LAZY = {
     "deployments": "nbdeploy.serving.process",
     "logs": "nbdeploy.auditlog",
     "feedback": "nbdeploy.auditlog",
+    "verify": "nbdeploy.auditlog",
+    "erase": "nbdeploy.auditlog",
+    "VerifyReport": "nbdeploy.auditlog",
     "score": "nbdeploy.scoring",
     "drift": "nbdeploy.monitoring",
     "monitor": "nbdeploy.widgets",
     "run_job": "nbdeploy.runner",
     "jobs": "nbdeploy.runner",
     "schedule": "nbdeploy.scheduler",
+    "unschedule": "nbdeploy.scheduler",
     "audit": "nbdeploy.auditing",
     "export": "nbdeploy.exports",
     "JobRun": "nbdeploy.models",
@@ -62,6 +66,13 @@ _LAZY = {
     "TestReport": "nbdeploy.models",
     "Deployment": "nbdeploy.serving.client",
     "DriftReport": "nbdeploy.monitoring.driftstats",
+    "fairness": "nbdeploy.monitoring.fairness",
+    "anomalies": "nbdeploy.monitoring.anomalies",
+    "estimate": "nbdeploy.monitoring.estimate",
+    "segments": "nbdeploy.monitoring.segments",
+    "Estimate": "nbdeploy.monitoring.estimation",
+    "PerformanceEstimate": "nbdeploy.monitoring.estimate",
+    "FairnessReport": "nbdeploy.monitoring.fairness",
 }
 
 __all__ = [
@@ -72,21 +83,29 @@ __all__ = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "Estimate",
+    "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
     "ModelVersion",
     "NbdeployError",
+    "PerformanceEstimate",
     "PromotionError",
     "RegistryError",
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
+    "anomalies",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
+    "estimate",
     "export",
+    "fairness",
     "feedback",
     "history",
     "jobs",
@@ -100,14 +119,17 @@ __all__ = [
     "run_job",
     "schedule",
     "score",
+    "segments",
     "serve",
     "stop",
     "test",
+    "unschedule",
+    "verify",
 ]
 
 if TYPE_CHECKING:
     from nbdeploy.auditing import audit
-    from nbdeploy.auditlog import feedback, logs
+    from nbdeploy.auditlog import VerifyReport, erase, feedback, logs, verify
     from nbdeploy.comparison import compare, retire
     from nbdeploy.exports import export
     from nbdeploy.gate import test
@@ -119,10 +141,15 @@ if TYPE_CHECKING:
         TestReport,
     )
     from nbdeploy.monitoring import drift
+    from nbdeploy.monitoring.anomalies import anomalies
     from nbdeploy.monitoring.driftstats import DriftReport
+    from nbdeploy.monitoring.estimate import PerformanceEstimate, estimate
+    from nbdeploy.monitoring.estimation import Estimate
+    from nbdeploy.monitoring.fairness import FairnessReport, fairness
+    from nbdeploy.monitoring.segments import segments
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
-    from nbdeploy.scheduler import schedule
+    from nbdeploy.scheduler import schedule, unschedule
     from nbdeploy.scoring import score
     from nbdeploy.serving.client import Deployment
     from nbdeploy.serving.process import deployments, serve, stop

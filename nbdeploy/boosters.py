@@ -15,10 +15,12 @@ and the scikit-learn API alike; with the bias they add up to the raw score.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nbdeploy.integrity import Verified
 
 #: MLflow flavors served by :class:`NativeBooster`
 FLAVORS = ("xgboost", "lightgbm")
@@ -89,12 +91,13 @@ def is_native(model: Any) -> str | None:
     return kind if kind in FLAVORS and type(model).__name__ == "Booster" else None
 
 
-def load(path: Path, kind: str, classes: list[Any] | None) -> NativeBooster:
-    """The booster of a verified MLflow ``xgboost``/``lightgbm`` folder, read from its bytes."""
+def load(verified: Verified, kind: str, classes: list[Any] | None) -> NativeBooster:
+    """The booster of a verified MLflow ``xgboost``/``lightgbm`` folder, from the bytes
+    that were checked (never read from the folder again)."""
     import yaml
 
-    conf = yaml.safe_load((path / "MLmodel").read_text())["flavors"][kind]
-    data = (path / conf["data"]).read_bytes()
+    conf = yaml.safe_load(verified.files["MLmodel"])["flavors"][kind]
+    data = verified.files[conf["data"]]
     if kind == "xgboost":
         import xgboost
 

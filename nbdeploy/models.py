@@ -56,6 +56,8 @@ class ModelVersion:
     #: Outcome of the last ``nd.test``; None when never tested.
     test_passed: bool | None = None
     source: str = field(default="", repr=False)
+    #: The job run (``nd.jobs()``'s ``run_id``) whose notebook registered this version.
+    job_run_id: str | None = None
 
     @property
     def uri(self) -> str:
@@ -220,6 +222,8 @@ class JobRun:
     failed_cell: int | None = None
     #: The schedule's name when the scheduler started it.
     name: str | None = None
+    #: Alias moves the job made when it succeeded (``name/version@alias``).
+    promoted: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -235,6 +239,7 @@ class JobRun:
                 ("parameters", html.escape(params) or "none"),
                 ("results", html.escape(results) or "none"),
                 ("produced", html.escape(", ".join(self.produced)) or "nothing"),
+                ("promoted", html.escape(", ".join(self.promoted)) or "nothing"),
                 (
                     "error",
                     f"<span style='color:#cf222e'>{html.escape(self.error)}</span>"
@@ -265,6 +270,12 @@ class ScheduledJob:
     created: float = 0.0
     #: Next scheduled time (epoch seconds) after now.
     next_run: float = 0.0
+    #: Not run at its times until resumed.
+    paused: bool = False
+    #: Times missed while no scheduler ran are run later, oldest first.
+    catchup: bool = False
+    #: Times before this one are never caught up (creation, or the last resume).
+    since: float = 0.0
 
     @property
     def when(self) -> str:
@@ -302,7 +313,8 @@ class AuditRecord:
     run_id: str
     data_fingerprint: str
     training_notebook: str | None
-    inputs: dict[str, Any]
+    #: The logged inputs; None once erased (``nd.erase`` or retention).
+    inputs: dict[str, Any] | None
     output: Any
     #: Per-feature contributions (``feature -> value``), largest magnitude first.
     explanation: dict[str, float]
@@ -320,9 +332,16 @@ class AuditRecord:
     job_run_id: str | None = None
     git_commit: str | None = None
     lineage: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The inputs were erased; ``erasure`` says when, why and what was kept.
+    erased: bool = False
+    erasure: str | None = None
 
     def _repr_html_(self) -> str:
-        inputs = ", ".join(f"{k}={v!r}" for k, v in self.inputs.items())
+        inputs = (
+            ", ".join(f"{k}={v!r}" for k, v in self.inputs.items())
+            if self.inputs is not None
+            else self.erasure or "erased"
+        )
         top = list(self.explanation.items())[:8]
         bars = "".join(f"<div><code>{html.escape(k)}</code> {v:+.4g}</div>" for k, v in top)
         reproduced = {None: "not checked", True: "yes", False: "NO"}[self.reproduced]

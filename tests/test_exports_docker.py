@@ -88,7 +88,7 @@ def context(champion, tmp_path):
 def test_the_build_context_pins_verifies_and_records_its_origin(context, champion):
     files = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
     assert {"Dockerfile", "requirements.txt", "kubernetes.yaml", "nbdeploy-export.json"} <= files
-    cached = registry.cache_path("churn", 1)
+    cached = registry.cache_path("churn", 1, registry.manifest_sha(champion))
     for rel in (p.relative_to(cached) for p in cached.rglob("*") if p.is_file()):
         assert (context / "model" / rel).read_bytes() == (cached / rel).read_bytes()
     origin = json.loads((context / "nbdeploy-export.json").read_text())
@@ -182,7 +182,7 @@ def test_a_tampered_context_does_not_serve(context, tmp_path):
 
 
 def test_a_tampered_registry_copy_is_not_exported(champion, tmp_path):
-    pickled = next(registry.cache_path("churn", 1).glob("*.pkl"))
+    pickled = next(registry.cache_path("churn", 1, registry.manifest_sha(champion)).glob("*.pkl"))
     pickled.write_bytes(pickled.read_bytes() + b"\0")
     with pytest.raises(nd.IntegrityError):
         nd.export("churn@champion", "docker", tmp_path / "ctx")

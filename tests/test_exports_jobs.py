@@ -49,7 +49,16 @@ def test_airflow_dag_of_a_hostile_directory_parses_to_nothing_but_the_dag(home, 
     source = export_job("airflow", "retrain")
     tree = ast.parse(source)
     kinds = [type(node).__name__ for node in tree.body]
-    assert kinds == ["Expr", "Import", "ImportFrom", "ImportFrom", "ImportFrom", "Expr", "With"]
+    assert kinds == [
+        "Expr",
+        "Import",
+        "ImportFrom",
+        "ImportFrom",
+        "ImportFrom",
+        "Expr",
+        "Expr",
+        "With",
+    ]
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     names = {getattr(c.func, "id", getattr(c.func, "attr", None)) for c in calls}
     assert names <= ALLOWED_CALLS, names - ALLOWED_CALLS

@@ -40,7 +40,7 @@ def test_a_pipeline_exports_with_provenance_and_parity(champion, churn_data, tmp
 
 
 def test_a_tampered_model_is_not_exported(champion, home, tmp_path):
-    cached = registry.cache_path("churn", 1)
+    cached = registry.cache_path("churn", 1, registry.manifest_sha(champion))
     pickled = next(cached.glob("model.pkl"))
     pickled.write_bytes(pickled.read_bytes() + b"\0")
     with pytest.raises(nd.IntegrityError):

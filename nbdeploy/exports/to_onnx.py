@@ -293,7 +293,7 @@ def write(ref: str, path: Any) -> Any:
     sha = registry.manifest_sha(mv) or ""
     data = convert(native)
     session_model = load_onnx(native, data)
-    report = parity(native, session_model, registry.read_json(native.path, registry.PROFILE))
+    report = parity(native, session_model, native.files.json(registry.PROFILE))
     proto = onnx.load_from_string(data)
     provenance = {
         "nbdeploy.model": mv.name,
@@ -333,7 +333,7 @@ def load_onnx(native: LoadedModel, data: bytes | None = None) -> LoadedModel:
 
     return LoadedModel(
         native.version,
-        native.path,
+        native.files,
         alias=native.alias,
         runtime="onnx",
         onnx_bytes=data if data is not None else convert(native),

@@ -19,6 +19,7 @@ import numpy as np
 from nbdeploy import boosters, integrity, lineage, registry
 from nbdeploy.exceptions import DeploymentError
 from nbdeploy.flavors import as_vector
+from nbdeploy.integrity import Verified
 from nbdeploy.models import ModelVersion
 from nbdeploy.schema import Schema
 
@@ -79,7 +80,7 @@ class LoadedModel:
     def __init__(
         self,
         mv: ModelVersion,
-        path: Path,
+        verified: Verified,
         *,
         alias: str | None = None,
         runtime: str = "native",
@@ -91,10 +92,12 @@ class LoadedModel:
             raise DeploymentError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
         self.runtime = runtime
         self.version = mv
-        #: the verified local folder the model was loaded from
-        self.path = path
+        #: the files the model was loaded from, as read and checked (the folder may change)
+        self.files = verified
+        #: the local folder they were read from
+        self.path = verified.path
         self.alias = alias
-        self.meta = registry.read_json(path, registry.METADATA)
+        self.meta = verified.json(registry.METADATA)
         self.schema = Schema.from_dict(self.meta["schema"])
         self.classes: list[Any] | None = self.meta.get("classes")
         self.flavor = self.meta["flavor"]
@@ -116,14 +119,14 @@ class LoadedModel:
                 from nbdeploy.exports.to_onnx import OnnxSession, convert
 
                 if onnx_bytes is None:
-                    onnx_bytes = convert(LoadedModel(mv, path, alias=alias))
+                    onnx_bytes = convert(LoadedModel(mv, verified, alias=alias))
                 self.model = OnnxSession(
                     onnx_bytes, self.schema, self.classes, indexed=self.flavor in boosters.FLAVORS
                 )
             elif self.flavor == "sklearn":
-                self.model = _load_sklearn(path)
+                self.model = _load_sklearn(verified)
             else:
-                self.model = boosters.load(path, self.flavor, self.classes)
+                self.model = boosters.load(verified, self.flavor, self.classes)
             self.has_proba = hasattr(self.model, "predict_proba") and self.classes is not None
             final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
             self.argmax = self.has_proba and type(final).__name__ in _ARGMAX_EXACT
@@ -132,7 +135,7 @@ class LoadedModel:
         else:
             import mlflow.pyfunc
 
-            self.model = mlflow.pyfunc.load_model(str(path))
+            self.model = mlflow.pyfunc.load_model(str(verified.materialize()))
             self.has_proba = self.argmax = False
         self.matrix_ok = False
         self._warm_up()
@@ -196,24 +199,23 @@ class LoadedModel:
         return Output(as_vector(self.model.predict(self.schema.as_published(features))))
 
 
-def _load_sklearn(path: Path) -> Any:
+def _load_sklearn(verified: Verified) -> Any:
     """The estimator of a verified sklearn-flavor folder.
 
-    Pickle and cloudpickle files are read directly: importing MLflow for this would
-    add a second to every server start, and the hashes were checked already.
-    Other formats (skops) go through MLflow.
+    Pickle and cloudpickle files are unpickled from the verified bytes: importing
+    MLflow for this would add a second to every server start. Other formats (skops)
+    go through MLflow, from a private copy of the verified bytes.
     """
     import yaml
 
-    flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["sklearn"]
+    flavor = yaml.safe_load(verified.files["MLmodel"])["flavors"]["sklearn"]
     if flavor.get("serialization_format") in ("cloudpickle", "pickle"):
         import cloudpickle
 
-        with (path / flavor["pickled_model"]).open("rb") as fh:
-            return cloudpickle.load(fh)
+        return cloudpickle.loads(verified.files[flavor["pickled_model"]])
     import mlflow.sklearn
 
-    return mlflow.sklearn.load_model(str(path))
+    return mlflow.sklearn.load_model(str(verified.materialize()))
 
 
 def load_verified(
@@ -225,10 +227,10 @@ def load_verified(
     notebook, which already resolved and fetched them: no registry call, no MLflow
     import before the first answer.
     """
-    path = registry.cache_path(name, version)
-    integrity.verify(path, manifest_sha, what=f"{name}/{version}")
+    path = registry.cache_path(name, version, manifest_sha)
+    verified = integrity.read_verified(path, manifest_sha, what=f"{name}/{version}")
     mv = ModelVersion(name=name, version=version, run_id="")
-    return LoadedModel(mv, path, alias=alias, runtime=runtime)
+    return LoadedModel(mv, verified, alias=alias, runtime=runtime)
 
 
 def load_folder(path: Path, resolved: str | None, *, runtime: str = "native") -> LoadedModel:
@@ -248,9 +250,9 @@ def load_folder(path: Path, resolved: str | None, *, runtime: str = "native") ->
             "--resolved VERSION:MANIFEST_SHA256 (the export's Dockerfile passes it)"
         )
     name = str(registry.read_json(path, registry.METADATA)["name"])
-    integrity.verify(path, expected, what=f"{name}/{version} in {path}")
+    verified = integrity.read_verified(path, expected, what=f"{name}/{version} in {path}")
     mv = ModelVersion(name=name, version=int(version), run_id="")
-    return LoadedModel(mv, path, runtime=runtime)
+    return LoadedModel(mv, verified, runtime=runtime)
 
 
 def load(
@@ -261,5 +263,5 @@ def load(
     alias = None
     if isinstance(ref, str):
         _, _, alias = registry.parse_ref(ref)
-    path = registry.fetch_model(mv, trust_unverified=trust_unverified)
-    return LoadedModel(mv, path, alias=alias, runtime=runtime)
+    verified = registry.fetch_verified(mv, trust_unverified=trust_unverified)
+    return LoadedModel(mv, verified, alias=alias, runtime=runtime)
