@@ -330,9 +330,11 @@ class App:
         _allow(scope["method"], "POST")
         if _content_type(scope) not in ("application/json", ""):
             raise HttpError("unsupported_media_type", "send application/json")
-        data = parse_json(await self._body(scope, receive))
+        body = await self._body(scope, receive)
+        data = parse_json(body)
         try:
-            inputs = wire.from_oip(model.schema, data)
+            booleans = b"true" in body or b"false" in body  # as in _invocations
+            inputs = wire.from_oip(model.schema, data, may_hold_booleans=booleans)
         except SchemaError as exc:
             raise HttpError(exc.code, str(exc)) from None
         n = _rows(inputs)

@@ -115,8 +115,16 @@ def from_csv(schema: Schema, body: bytes) -> np.ndarray | dict[str, Any]:
     return schema.from_columns(columns)
 
 
-def from_oip(schema: Schema, data: Any) -> np.ndarray | dict[str, Any]:
-    """OIP V2: one named input per column, or one 2-D tensor in schema order."""
+def from_oip(
+    schema: Schema, data: Any, *, may_hold_booleans: bool = True
+) -> np.ndarray | dict[str, Any]:
+    """OIP V2: one named input per column, or one 2-D tensor in schema order.
+
+    For an all-numeric schema both layouts become one float matrix (the model's fast
+    path, as ``/invocations`` gets) unless the body may hold JSON booleans, which numpy
+    would silently read as 0/1; those, and every other schema, take the checked
+    column path.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("inputs"), list) or not data["inputs"]:
         raise _bad(
             'send {"inputs": [{"name": ..., "shape": [...], "datatype": ..., "data": [...]}]}'
@@ -129,19 +137,34 @@ def from_oip(schema: Schema, data: Any) -> np.ndarray | dict[str, Any]:
             isinstance(d, int) and d >= 0 for d in t["shape"]
         ):
             raise _bad(f"input {t['name'][:40]!r} needs a shape of non-negative integers")
+    fast = schema.numeric and not may_hold_booleans
     if (
         len(tensors) == 1
         and len(tensors[0]["shape"]) == 2
         and tensors[0]["name"] not in schema.names
     ):
         n, width = tensors[0]["shape"]
+        if width != len(schema.columns):
+            raise _bad(f"a 2-D input must have shape [rows, {len(schema.columns)}]")
+        matrix = _numbers(tensors[0]["data"], n * width, ndim=(1, 2)) if fast else None
+        if matrix is not None:
+            return schema.from_matrix(matrix.reshape(n, width))
         flat = _flatten(tensors[0]["data"])
-        if width != len(schema.columns) or len(flat) != n * width:
+        if len(flat) != n * width:
             raise _bad(
                 f"a 2-D input must have shape [rows, {len(schema.columns)}] and that many values"
             )
         rows = [flat[i * width : (i + 1) * width] for i in range(n)]
         return schema.from_rows(None, rows)
+    if fast and len(tensors) == len(schema.columns) and all(len(t["shape"]) == 1 for t in tensors):
+        by_name = {t["name"]: t for t in tensors}
+        n = tensors[0]["shape"][0]
+        if len(by_name) == len(tensors) and set(by_name) == set(schema.names):
+            ordered = [by_name[name] for name in schema.names]
+            if all(t["shape"][0] == n for t in ordered):
+                block = _numbers([t["data"] for t in ordered], n * len(ordered), ndim=2)
+                if block is not None:
+                    return schema.from_matrix(block.reshape(len(ordered), n).T)
     columns = {}
     for t in tensors:
         values = _flatten(t["data"])
@@ -150,6 +173,19 @@ def from_oip(schema: Schema, data: Any) -> np.ndarray | dict[str, Any]:
             raise _bad(f"input {t['name'][:40]!r} has {len(values)} values for shape {t['shape']}")
         columns[t["name"]] = values
     return schema.from_columns(columns)
+
+
+def _numbers(data: Any, size: int, ndim: int | tuple[int, ...]) -> np.ndarray | None:
+    """``data`` (nested lists of JSON numbers) as one numeric array of ``size`` values,
+    or None when it is anything else: the checked path then says what is wrong."""
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError):  # ragged nesting
+        return None
+    shapes = ndim if isinstance(ndim, tuple) else (ndim,)
+    if array.dtype.kind not in "fiu" or array.size != size or not size or array.ndim not in shapes:
+        return None
+    return array
 
 
 def _flatten(data: Any) -> list[Any]:
