@@ -250,7 +250,15 @@ class AuditLog:
         limit: int | None = None,
         role: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        where = ["(model_name = ? OR deployment = ?)"]
+        # Without a start time, walk the table newest first (rowid order: no sort, and
+        # the loop below stops at ``limit``); the unary + keeps SQLite from collecting
+        # every record of ``name`` through the name indexes and sorting them all.
+        # With one, the (name, ts) indexes find just that window.
+        where = [
+            "(+model_name = ? OR +deployment = ?)"
+            if since is None
+            else "(model_name = ? OR deployment = ?)"
+        ]
         args: list[Any] = [name, name]
         if since is not None:
             where.append("ts >= ?")
@@ -312,12 +320,8 @@ class AuditLog:
         args = (name, name)
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
         return (
-            self.db.execute(
-                "SELECT MAX(seq) FROM records WHERE model_name = ? OR deployment = ?", args
-            ).fetchone()[0],
-            self.db.execute(
-                "SELECT MAX(seq) FROM rejections WHERE model_name = ? OR deployment = ?", args
-            ).fetchone()[0],
+            _newest(self.db, "records", args),
+            _newest(self.db, "rejections", args),
             self.db.execute("SELECT MAX(seq) FROM feedback").fetchone()[0],
             self.db.execute("SELECT MAX(seq) FROM alerts").fetchone()[0]
             if "alerts" in tables
@@ -377,6 +381,17 @@ class AuditLog:
     def verify(self, record_id: str) -> bool:
         """Does the hash chain hold from this record to the newest one?"""
         return not self.breaks(record_id)
+
+
+def _newest(db: sqlite3.Connection, table: str, args: tuple[str, str]) -> int | None:
+    """The newest seq of ``table`` for a name: a walk back from the end that stops at the
+    first match (MAX() over the name indexes would visit every row of that name)."""
+    row = db.execute(
+        f"SELECT seq FROM {table} WHERE +model_name = ? OR +deployment = ? "
+        "ORDER BY seq DESC LIMIT 1",
+        args,
+    ).fetchone()
+    return int(row[0]) if row else None
 
 
 class _Checkpointer(threading.Thread):

@@ -7,10 +7,12 @@ binds the port; writes the state file ``nd.serve`` waits for; runs uvicorn.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -148,6 +150,20 @@ class ServerSetup:
         }
 
 
+def steady_tail() -> None:
+    """Keep rare pauses out of single requests (measured: benchmarks/bench_latency.py).
+
+    Everything loaded so far (modules, the model, its warm-up) lives as long as the
+    process: ``gc.freeze`` takes it out of the collector's sight, so a full collection
+    walks only what requests allocate. A shorter GIL switch interval bounds how long
+    the event loop waits while the alias follower or the alert timer runs Python code
+    (5 ms by default: one such wait is a whole p99).
+    """
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(0.0005)
+
+
 def run(
     ref: str,
     *,
@@ -222,6 +238,7 @@ def run(
     except Exception as exc:
         print(f"nbdeploy: alert timer not started: {exc}", flush=True)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    steady_tail()
     try:
         uvicorn.Server(
             uvicorn.Config(
