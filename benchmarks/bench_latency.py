@@ -71,10 +71,15 @@ def measure(args: argparse.Namespace, home: Path) -> int:
     one, v2 = bs.split_body([row]), peers.v2_body(row)
     nb = peers.Nbdeploy(args.ref, "bench", one)
     targets = {
-        "nbdeploy /invocations": (nb.url + "/invocations", peers.lua_script(home / "a.lua", one)),
+        "nbdeploy /invocations": (
+            nb.url + "/invocations",
+            peers.lua_script(home / "a.lua", one),
+            nb.pgid,
+        ),
         "nbdeploy V2 infer": (
             nb.url + "/v2/models/bench/infer",
             peers.lua_script(home / "b.lua", v2),
+            nb.pgid,
         ),
     }
     servers: list[bs.Server] = [nb]
@@ -84,16 +89,22 @@ def measure(args: argparse.Namespace, home: Path) -> int:
         targets["baseline /invocations"] = (
             base.url + "/invocations",
             peers.lua_script(home / "d.lua", one),
+            base.pgid,
         )
         targets["baseline V2 infer"] = (
             base.url + "/v2/models/bench/infer",
             peers.lua_script(home / "e.lua", v2),
+            base.pgid,
         )
     if not args.no_mlserver:
         ml = peers.MLServer(peers.pickle_of("bench/1"), home / "mlserver")
         ml.wait(v2)
         servers.append(ml)
-        targets["MLServer V2 infer"] = (ml.infer_url, peers.lua_script(home / "c.lua", v2))
+        targets["MLServer V2 infer"] = (
+            ml.infer_url,
+            peers.lua_script(home / "c.lua", v2),
+            ml.pgid,
+        )
     # identical answers first: the same row through every route
     answers = {
         "nbdeploy /invocations": peers.post(nb.url + "/invocations", one)["predictions"],
@@ -108,21 +119,25 @@ def measure(args: argparse.Namespace, home: Path) -> int:
     for server in servers:
         bs._pin_group(server.pgid, bs.CORE_SERVER)
     os.sched_setaffinity(0, {bs.CORE_CLIENT})
-    for url, lua in targets.values():  # warm every route
+    for url, lua, _ in targets.values():  # warm every route
         peers.wrk(url, lua, 1, 2)
     results: dict[str, dict[str, list[float]]] = {
-        k: {"p50": [], "p99": [], "rps": []} for k in targets
+        k: {"p50": [], "p99": [], "rps": [], "cpu": []} for k in targets
     }
     for i in range(args.rounds):
-        for label, (url, lua) in targets.items():
+        for label, (url, lua, pgid) in targets.items():
+            cpu = peers.cpu_seconds(pgid)
             c1 = peers.wrk(url, lua, 1, args.seconds)
+            # server CPU per request: what a request costs when the core is not shared
+            results[label]["cpu"].append((peers.cpu_seconds(pgid) - cpu) / c1["requests"] * 1e6)
             c16 = peers.wrk(url, lua, 16, args.seconds)
             results[label]["p50"].append(c1["p50_ms"])
             results[label]["p99"].append(c1["p99_ms"])
             results[label]["rps"].append(c16["rps"])
             print(
                 f"round {i + 1}/{args.rounds} {label}: c=1 p50 {c1['p50_ms']:.3f} ms "
-                f"p99 {c1['p99_ms']:.3f} ms; c=16 {c16['rps']:,.0f} req/s",
+                f"p99 {c1['p99_ms']:.3f} ms, {results[label]['cpu'][-1]:.0f} us CPU/request; "
+                f"c=16 {c16['rps']:,.0f} req/s",
                 flush=True,
             )
     med = statistics.median
@@ -132,20 +147,29 @@ def measure(args: argparse.Namespace, home: Path) -> int:
         f"core {bs.CORE_SERVER}, wrk on core {bs.CORE_CLIENT}\n"
     )
     print(
-        "| route | c=1 p50 (ms) | c=1 p99 (ms) | p99/p50 | c=16 req/s |\n|---|---:|---:|---:|---:|"
+        "| route | c=1 p50 (ms) | c=1 p99 (ms) | p99/p50 | server CPU per request, c=1 (us) "
+        "| c=16 req/s |\n|---|---:|---:|---:|---:|---:|"
     )
     for label, r in results.items():
         p50, p99 = med(r["p50"]), med(r["p99"])
-        print(f"| {label} | {p50:.3f} | {p99:.3f} | {p99 / p50:.2f} | {med(r['rps']):,.0f} |")
+        print(
+            f"| {label} | {p50:.3f} | {p99:.3f} | {p99 / p50:.2f} | {med(r['cpu']):.0f} | "
+            f"{med(r['rps']):,.0f} |"
+        )
     inv, v2r = (
         med(results["nbdeploy /invocations"]["p50"]),
         med(results["nbdeploy V2 infer"]["p50"]),
     )
     print(f"\nV2 p50 / /invocations p50: {v2r / inv:.2f} (target <= 1.2)")
+    cpu_inv, cpu_v2 = (
+        med(results["nbdeploy /invocations"]["cpu"]),
+        med(results["nbdeploy V2 infer"]["cpu"]),
+    )
+    print(f"V2 CPU / /invocations CPU per request: {cpu_v2 / cpu_inv:.2f}")
     if "MLServer V2 infer" in results:
-        print(
-            f"V2 p50 / MLServer V2 p50: {v2r / med(results['MLServer V2 infer']['p50']):.2f} (<= 1)"
-        )
+        theirs = results["MLServer V2 infer"]
+        print(f"V2 p50 / MLServer V2 p50: {v2r / med(theirs['p50']):.2f} (<= 1)")
+        print(f"V2 CPU / MLServer CPU per request: {cpu_v2 / med(theirs['cpu']):.2f}")
     return 0 if same else 1
 
 

