@@ -204,6 +204,14 @@ def report(args: argparse.Namespace, load: float) -> None:
                 f"| {kind} | {len(spans):,} | {statistics.median(durations):.3f} | "
                 f"{max(durations):.2f} |"
             )
+    long_commits = [(a, b) for a, b in EVENTS.get("audit-log commit", []) if b - a > 0.005]
+    for kind in ("WAL checkpoint", "alias poll", "alert check"):
+        spans = EVENTS.get(kind, [])
+        during = [c for c in long_commits if any(a < c[1] and b > c[0] for a, b in spans)]
+        if long_commits:
+            print(
+                f"commits over 5 ms: {len(long_commits)}, of which {len(during)} overlap a {kind}"
+            )
     print("\n| slowest 1% of requests: mostly covered by | share |\n|---|---:|")
     for kind, count in sorted(blame.items(), key=lambda kv: -kv[1]):
         print(f"| {kind} | {count / len(slow):.0%} |")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -52,6 +53,22 @@ def _client_for(uri: str) -> MlflowClient:
 def client() -> MlflowClient:
     config.ensure_home()
     return _client_for(config.settings().tracking_uri)
+
+
+def store_stamp() -> tuple[int, ...] | None:
+    """Changes whenever the registry may have: modification times and sizes of a SQLite
+    registry's files; None for other stores (a server or a database: ask them)."""
+    uri = config.settings().tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    stamp: list[int] = []
+    for suffix in ("", "-wal", "-journal"):
+        try:
+            stat = os.stat(uri.removeprefix("sqlite:///") + suffix)
+        except OSError:
+            stat = None
+        stamp += (stat.st_mtime_ns, stat.st_size) if stat else (0, 0)
+    return tuple(stamp)
 
 
 def _experiment_id() -> str:

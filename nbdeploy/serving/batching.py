@@ -262,9 +262,16 @@ class AliasFollower(threading.Thread):
     def run(self) -> None:
         from nbdeploy import registry
 
+        stamp, asked = None, 0.0
         while not self.stopped.wait(self.every):
             try:
+                # An MLflow query holds the GIL for milliseconds, a request's whole budget:
+                # ask only when the registry's files changed (and every 30 s regardless).
+                now, fresh_stamp = time.monotonic(), registry.store_stamp()
+                if fresh_stamp is not None and fresh_stamp == stamp and now - asked < 30:
+                    continue
                 holder = registry.alias_holder(self.model_name, self.alias)
+                stamp, asked = fresh_stamp, now
                 current = self.predictor.current.version.version
                 if holder is None or holder in (current, self._refused):
                     continue

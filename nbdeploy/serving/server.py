@@ -7,7 +7,6 @@ binds the port; writes the state file ``nd.serve`` waits for; runs uvicorn.
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import json
 import os
@@ -151,16 +150,9 @@ class ServerSetup:
 
 
 def steady_tail() -> None:
-    """Keep rare pauses out of single requests (measured: benchmarks/bench_latency.py).
-
-    Everything loaded so far (modules, the model, its warm-up) lives as long as the
-    process: ``gc.freeze`` takes it out of the collector's sight, so a full collection
-    walks only what requests allocate. A shorter GIL switch interval bounds how long
-    the event loop waits while the alias follower or the alert timer runs Python code
-    (5 ms by default: one such wait is a whole p99).
-    """
-    gc.collect()
-    gc.freeze()
+    """A short GIL switch interval: while the alias follower or the alert timer runs
+    Python code, a request waits at most 0.5 ms for the event loop's turn instead of
+    5 ms (one such wait is a whole p99; see benchmarks/tail_probe.py)."""
     sys.setswitchinterval(0.0005)
 
 
