@@ -168,7 +168,8 @@ def test_fired_alert_is_recorded_and_posted_once_per_cooldown(live, receiver):
 
 def test_running_server_fires_alerts_on_its_timer(crafted, receiver):
     _, received = receiver
-    deadline = time.monotonic() + 20
+    # the checks run in a child process of the server, which first imports pandas & co
+    deadline = time.monotonic() + 120
     fired: set[str] = set()
     while time.monotonic() < deadline and not {"error_rate", "feature_psi"} <= fired:
         fired = {b["rule"] for b in received if b["deployment"] == "crafted"}
