@@ -262,7 +262,9 @@ class AliasFollower(threading.Thread):
     def run(self) -> None:
         from nbdeploy import registry
 
-        stamp, asked = None, 0.0
+        # the version loaded at start-up was resolved just before: nothing to ask until
+        # the registry changes (so MLflow is not imported while the first requests run)
+        stamp, asked = registry.store_stamp(), time.monotonic()
         while not self.stopped.wait(self.every):
             try:
                 # An MLflow query holds the GIL for milliseconds, a request's whole budget:
