@@ -189,7 +189,13 @@ def queries(path: Path) -> list[tuple[str, float, str]]:
         (
             "nd.logs(name, limit=1000)",
             lambda: nd.logs(MODEL, limit=1000),
-            plan(rec + " ORDER BY seq DESC", (MODEL, MODEL)),
+            plan(
+                rec.replace(
+                    "(model_name = ? OR deployment = ?)", "(+model_name = ? OR +deployment = ?)"
+                )
+                + " ORDER BY seq DESC",
+                (MODEL, MODEL),
+            ),
         ),
         (
             'nd.logs(name, since="15m")',
@@ -200,15 +206,6 @@ def queries(path: Path) -> list[tuple[str, float, str]]:
             'monitor: load_window(name, "1h")',
             lambda: data.load_window(MODEL, "1h"),
             plan(rec + " AND ts >= ? ORDER BY seq DESC", (MODEL, MODEL, now - 3600)),
-        ),
-        (
-            "monitor: counts(name) (all time)",
-            lambda: shared().counts(MODEL),
-            plan(
-                "SELECT COALESCE(SUM(n_rows), 0) FROM records WHERE model_name = ? "
-                "OR deployment = ?",
-                (MODEL, MODEL),
-            ),
         ),
         (
             "nd.audit: record(record_id)",
