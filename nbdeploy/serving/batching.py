@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nbdeploy.auditlog import AuditLog, Record, encode_payload
+from nbdeploy.auditlog.store import ordered_id
 from nbdeploy.exceptions import AuditLogError, DeploymentError, NbdeployError, SchemaError
 from nbdeploy.serving.adapter import LoadedModel, Output, load
 
@@ -36,7 +36,7 @@ class Pending:
     n_rows: int
     started: float
     future: asyncio.Future[Answer]
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    request_id: str = field(default_factory=lambda: ordered_id(16))  # indexed: see ordered_id
 
 
 @dataclass
