@@ -6,8 +6,8 @@ core 0. One paced client thread per server (on core 1) sends single-row requests
 fixed schedule over a keep-alive connection; latency counts from the scheduled send
 time, so a server that falls behind shows its queueing (no coordinated omission). Every
 ``--interval`` seconds it records, per server: achieved requests/s, p50 and p99,
-resident memory of the server's processes, and for nbdeploy the sizes of ``audit.db``
-and its WAL. Output: a CSV, a markdown summary and a PNG (matplotlib).
+resident memory of all the server's processes (for nbdeploy that includes its
+alert-check child), and for nbdeploy the sizes of ``audit.db`` and its WAL. Output: a CSV, a markdown summary and a PNG (matplotlib).
 
 Run from the repository root (an hour by default)::
 
