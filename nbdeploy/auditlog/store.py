@@ -92,12 +92,20 @@ def _digest(prev: str, row: tuple[Any, ...], payload: bytes) -> str:
 class AuditLog:
     """A connection to the log. Not shared between threads; open one per thread."""
 
-    def __init__(self, path: Path | None = None, *, background_checkpoints: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        background_checkpoints: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        """``timeout``: seconds a write waits for another process's lock (a server
+        passes a short one, so that its requests fail fast rather than hang)."""
         self.path = Path(path or config.settings().audit_db)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")

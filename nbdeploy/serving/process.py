@@ -170,6 +170,9 @@ def serve(
         command += ["--split", f"{other}={float(fraction)}"]
     if threshold is not None:
         command += ["--threshold", str(float(threshold)), "--fallback", json.dumps(fallback)]
+    # the token travels in the environment (never argv, which ps shows); one from this
+    # process's NBDEPLOY_TOKEN / NBDEPLOY_TOKEN_FILE protects the server just the same
+    token = token or config.settings().token
     env = config.child_env(NBDEPLOY_TOKEN=token or "")
     with log_path.open("wb") as log:
         child = subprocess.Popen(
