@@ -27,7 +27,7 @@ import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,8 +35,17 @@ from nbdeploy.auditlog import AuditLog, Record, encode_payload
 from nbdeploy.exceptions import AuditLogError, DeploymentError, NbdeployError, SchemaError
 from nbdeploy.serving.adapter import LoadedModel, Output, load
 
-if TYPE_CHECKING:
-    from nbdeploy.serving.routing import Policy, ShadowRunner
+
+# What a predictor needs from routing (``routing.Policy``, ``routing.ShadowRunner``),
+# stated here so that batching never imports routing, which builds on it.
+class AnswerPolicy(Protocol):
+    def apply(self, out: Output, inputs: Any) -> Output: ...
+
+    def describe(self) -> str: ...
+
+
+class ShadowSink(Protocol):
+    def offer(self, items: list[tuple[Any, str, int]]) -> None: ...
 
 
 @dataclass
@@ -75,8 +84,8 @@ class Predictor:
         model: LoadedModel,
         log: AuditLog,
         *,
-        policy: Policy | None = None,
-        shadows: ShadowRunner | None = None,
+        policy: AnswerPolicy | None = None,
+        shadows: ShadowSink | None = None,
         writer: Executor | None = None,
         wait_s: float = 2.0,
     ) -> None:
