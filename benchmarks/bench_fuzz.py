@@ -8,7 +8,7 @@ Then it checks what must hold whatever was sent:
 
 - no answer was a 5xx (each one is printed with the operation and a curl command),
 - the server is still up (``/health`` every 500 requests and at the end),
-- the audit log's hash chain verifies from the first record to the newest,
+- ``nd.verify()`` holds: the audit log's chain verifies, records, feedback and alerts,
 - every hand-written hostile request of the catalogue still gets its 4xx.
 
 Run from the repository root with the venv's python::
@@ -126,14 +126,14 @@ def fuzz(url: str, token: str, requests: int, seed: int = 0) -> dict[str, Any]:
 
 
 def verify_chain(home: Path) -> list[str]:
-    """Records whose hash does not recompute or link (``nd.verify`` when it lands)."""
-    from nbdeploy.auditlog import AuditLog
+    """What ``nd.verify`` finds broken in the whole log (records, feedback, alerts) of
+    ``home``, the home this process is using."""
+    import nbdeploy as nd
+    from nbdeploy import config
 
-    log = AuditLog(home / "audit.db")
-    try:
-        return log.breaks()
-    finally:
-        log.close()
+    assert config.settings().home == home.resolve()
+    report = nd.verify()
+    return [str(b) for b in report.breaks] + ([] if report.ok else ["not ok"])
 
 
 def hostile(url: str) -> list[str]:

@@ -64,6 +64,17 @@ class Settings:
     alert_webhook: str | None = None
     #: Key of the keyed hash chain (``NBDEPLOY_AUDIT_KEY`` or ``NBDEPLOY_AUDIT_KEY_FILE``).
     audit_key: str | None = field(default=None, repr=False)
+    #: File keeping the audit chain's newest hashes outside the database
+    #: (``NBDEPLOY_AUDIT_ANCHOR``; default ``$NBDEPLOY_HOME/audit.anchor``).
+    audit_anchor: Path = Path("audit.anchor")
+    #: How often a process that wrote the log refreshes the anchor, seconds.
+    audit_anchor_s: float = 2.0
+    #: ``normal``: a commit survives ``kill -9``; ``full``: also power loss (fsync each).
+    audit_sync: str = "normal"
+    #: Inputs of predictions older than this many days are erased (None: kept).
+    retention_days: float | None = None
+    #: A server checkpoints the audit WAL to stay under this size, MiB.
+    audit_wal_max_mb: float = 64.0
     #: Host headers a server accepts besides loopback names and its own address
     #: (``NBDEPLOY_ALLOWED_HOSTS``, comma-separated; ``*`` accepts any).
     allowed_hosts: tuple[str, ...] = ()
@@ -124,6 +135,13 @@ def _secret(name: str) -> str | None:
     return value
 
 
+def _audit_sync() -> str:
+    sync = _env("AUDIT_SYNC", "normal").strip().lower()
+    if sync not in ("normal", "full"):
+        raise ConfigError(f"NBDEPLOY_AUDIT_SYNC must be 'normal' or 'full', not {sync[:20]!r}")
+    return sync
+
+
 def resolve_home(start: Path | None = None) -> Path:
     explicit = os.environ.get("NBDEPLOY_HOME")
     if explicit:
@@ -168,6 +186,11 @@ def settings() -> Settings:
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
         alert_webhook=_env("ALERT_WEBHOOK", "") or None,
         audit_key=_secret("AUDIT_KEY"),
+        audit_anchor=Path(_env("AUDIT_ANCHOR", str(home / "audit.anchor"))).expanduser().resolve(),
+        audit_anchor_s=_number("AUDIT_ANCHOR_S", 2.0),
+        audit_sync=_audit_sync(),
+        retention_days=_number("RETENTION_DAYS", 0.0) or None,
+        audit_wal_max_mb=_number("AUDIT_WAL_MAX_MB", 64.0),
         allowed_hosts=tuple(
             h.strip().lower() for h in _env("ALLOWED_HOSTS", "").split(",") if h.strip()
         ),

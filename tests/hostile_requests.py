@@ -150,8 +150,10 @@ CASES: list[Hostile] = [
     Hostile("unknown-model", 404, "not_found", path="/v2/models/other/infer",
             body=_j({"inputs": []})),
     Hostile("retire-unknown", 404, "not_found", path="/admin/retire", body=_j({"ref": MARK})),
-    Hostile("feedback-unknown-ids", 422, "schema_violation", path="/feedback",
-            body=_j({"prediction_ids": [MARK], "labels": [1]})),
+    Hostile("feedback-malformed-id", 400, "bad_request", path="/feedback",
+            body=_j({"prediction_ids": [MARK + "-\u00b2"], "labels": [1]})),
+    Hostile("feedback-unknown-id", 422, "schema_violation", path="/feedback",
+            body=_j({"prediction_ids": ["0123456789abcdef0123-0"], "labels": [MARK]})),
 ]  # fmt: skip
 
 

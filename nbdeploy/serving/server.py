@@ -11,6 +11,7 @@ import importlib.util
 import ipaddress
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -56,7 +57,7 @@ class ServerSetup:
         self.trust = trust_unverified
         self.followers: list[AliasFollower] = []
         # a short busy timeout: a request waits that long for a locked log, then 503
-        self.log = AuditLog(background_checkpoints=True, timeout=s.audit_wait_s)
+        self.log = AuditLog(background_checkpoints=True, busy_timeout_s=s.audit_wait_s)
         self.wait_s = s.audit_wait_s
         #: the one thread that commits to the log, off the event loop
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="nbdeploy-audit")
@@ -284,6 +285,9 @@ def run(
     except Exception as exc:
         print(f"nbdeploy: alert timer not started: {exc}", flush=True)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    # uvicorn re-raises SIGTERM once it has drained: leave through Python instead, so
+    # the finally below and exit handlers (the audit log's anchor) still run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.Server(
             uvicorn.Config(
