@@ -136,12 +136,14 @@ def _row_digests(body: dict[str, Any]) -> tuple[bytes, list[bytes]]:
         data = data.reshape(len(data), -1)
         kind = b"data " + data.dtype.str.encode()
         # a view with one raw-bytes element per row: one C call per row to hash it
-        rows = data.view(np.dtype((np.void, data.shape[1] * data.dtype.itemsize))).ravel()
-        digests = [h.digest() for h in map(hashlib.sha256, rows.tolist())]
+        raw: list[bytes] = (  # void elements come back from tolist() as bytes
+            data.view(np.dtype((np.void, data.shape[1] * data.dtype.itemsize))).ravel().tolist()  # type: ignore[assignment]
+        )
+        digests = [h.digest() for h in map(hashlib.sha256, raw)]
     elif "columnar" in body:
         kind = b"columnar"
-        rows = zip(*body["columnar"], strict=True)
-        digests = [hashlib.sha256(orjson.dumps(row)).digest() for row in rows]
+        columns = zip(*body["columnar"], strict=True)
+        digests = [hashlib.sha256(orjson.dumps(row)).digest() for row in columns]
     else:  # every row erased: the typing was kept beside the digests
         kind = str(body.get("kind", "")).encode()
         digests = [b""] * (max(erased) + 1 if erased else 0)
