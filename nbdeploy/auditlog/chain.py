@@ -24,7 +24,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -135,10 +135,10 @@ def _row_digests(body: dict[str, Any]) -> tuple[bytes, list[bytes]]:
         data = np.ascontiguousarray(body["data"])
         data = data.reshape(len(data), -1)
         kind = b"data " + data.dtype.str.encode()
-        # a view with one raw-bytes element per row: one C call per row to hash it
-        raw: list[bytes] = (  # void elements come back from tolist() as bytes
-            data.view(np.dtype((np.void, data.shape[1] * data.dtype.itemsize))).ravel().tolist()  # type: ignore[assignment]
-        )
+        # a view with one raw-bytes element per row (tolist() gives bytes): one C call
+        # per row hashes it
+        width = data.shape[1] * data.dtype.itemsize
+        raw = cast(list[bytes], data.view(np.dtype((np.void, width))).ravel().tolist())
         digests = [h.digest() for h in map(hashlib.sha256, raw)]
     elif "columnar" in body:
         kind = b"columnar"
