@@ -100,6 +100,12 @@ def _number(name: str, default: float, kind: type = float) -> float:
         ) from None
 
 
+def _webhook(url: str) -> str | None:
+    from nbdeploy.webhooks import check_url
+
+    return check_url(url, what="NBDEPLOY_ALERT_WEBHOOK") if url else None
+
+
 def _secret(name: str) -> str | None:
     """``NBDEPLOY_<name>``, else the stripped contents of ``NBDEPLOY_<name>_FILE`` (as
     Kubernetes mounts secrets). Errors name the variable, never the value."""
@@ -170,7 +176,7 @@ def settings() -> Settings:
         trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
-        alert_webhook=_env("ALERT_WEBHOOK", "") or None,
+        alert_webhook=_webhook(_env("ALERT_WEBHOOK", "")),
         audit_key=_secret("AUDIT_KEY"),
         audit_anchor=Path(_env("AUDIT_ANCHOR", str(home / "audit.anchor"))).expanduser().resolve(),
         audit_anchor_s=_number("AUDIT_ANCHOR_S", 2.0),

@@ -7,6 +7,7 @@ Every message says what went wrong and what to do about it. The magics turn any
 
     NbdeployError
      ├── ConfigError            a setting is malformed
+     ├── InvalidNameError       a name breaks the naming rule (also ValueError)
      ├── RegistryError          registry lookups and writes
      │    ├── ModelNotFoundError    (also a LookupError)
      │    ├── SignatureError        no signature can be built from the data
@@ -27,6 +28,10 @@ class NbdeployError(Exception):
 
 class ConfigError(NbdeployError):
     """An ``NBDEPLOY_*`` setting or argument is malformed."""
+
+
+class InvalidNameError(NbdeployError, ValueError):
+    """A model, deployment, alias or job name breaks the rule of ``nbdeploy.names``."""
 
 
 class RegistryError(NbdeployError):

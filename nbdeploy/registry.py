@@ -10,6 +10,7 @@ out files that no longer match, before anything is deserialized.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -19,14 +20,14 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config, lineage
+from nbdeploy import config, lineage, names
 from nbdeploy.exceptions import (
     ModelNotFoundError,
     PromotionError,
     RegistryError,
     SignatureError,
 )
-from nbdeploy.integrity import verify, write_manifest
+from nbdeploy.integrity import Verified, read_verified, write_manifest
 from nbdeploy.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
             ref=str(ref),
         )
     version = match["version"]
+    names.check(match["name"], "model")
+    if match["alias"] is not None:
+        names.check(match["alias"], "alias")
     return match["name"], int(version) if version else None, match["alias"]
 
 
@@ -189,10 +193,14 @@ def register(
     from nbdeploy.auditlog.privacy import check_policy
     from nbdeploy.schema import Schema, as_frame
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+    names.check(name, "model")
+    if alias is not None:
+        check_alias(alias)
+    reserved = sorted(str(k) for k in tags or {} if str(k).lower().startswith(TAG))
+    if reserved:  # else tags={"nbdeploy.test.passed": "true"} would pass the gate
         raise RegistryError(
-            f"{name!r} is not a usable model name; use letters, digits, "
-            "'_', '-' and '.' (e.g. 'churn')"
+            f"tag {reserved[0]!r}: the {TAG!r} prefix is reserved for what nbdeploy records "
+            "(test results, artifact hashes); name your tag otherwise"
         )
     if X is None:
         raise SignatureError(
@@ -291,9 +299,17 @@ def _log_and_register(
 # -- artifacts and trust -----------------------------------------------------------
 
 
-def cache_path(name: str, version: int) -> Path:
-    """Where a version's files are kept locally once fetched (and verified on every use)."""
-    return config.settings().cache_dir / "models" / name / str(version)
+def cache_path(name: str, version: int, manifest_sha: str | None) -> Path:
+    """Where a version's files are kept locally once fetched (and verified on every use).
+
+    Keyed by the registry (two tracking URIs may both have a churn/1) and the manifest
+    hash (what the files are), not by name and version alone.
+    """
+    registry = hashlib.sha256(config.settings().tracking_uri.encode()).hexdigest()[:16]
+    return (
+        config.settings().cache_dir / "models" / registry / name
+        / f"{version}-{manifest_sha or 'unverified'}"
+    )  # fmt: skip
 
 
 def manifest_sha(mv: ModelVersion) -> str | None:
@@ -303,15 +319,21 @@ def manifest_sha(mv: ModelVersion) -> str | None:
 
 
 def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
-    """A verified local copy of the version's model folder."""
+    """A verified local copy of the version's model folder (to copy; to load from,
+    use :func:`fetch_verified`: the folder can change after this check)."""
+    return fetch_verified(mv, trust_unverified=trust_unverified).path
+
+
+def fetch_verified(mv: ModelVersion, *, trust_unverified: bool = False) -> Verified:
+    """The version's files, fetched to the cache, read once and checked against the
+    registered hashes: load from these bytes, never from the folder again."""
     what = f"{mv.name}/{mv.version}"
     expected = manifest_sha(mv)
-    target = cache_path(mv.name, mv.version)
+    target = cache_path(mv.name, mv.version, expected)
     if not target.is_dir():
         _download(mv.source, target, what)
-    if expected or not (trust_unverified or config.settings().trust_unverified):
-        verify(target, expected, what=what)
-    return target
+    trusted = trust_unverified or config.settings().trust_unverified
+    return read_verified(target, expected, what=what, trust_unverified=trusted)
 
 
 def _download(source: str, target: Path, what: str) -> None:
@@ -350,7 +372,7 @@ def read_json(path: Path, name: str) -> dict[str, Any]:
 def load_profile(ref: str | ModelVersion) -> dict[str, Any]:
     """The reference profile stored when the version was registered."""
     mv = resolve(ref)
-    return read_json(fetch_model(mv), PROFILE)
+    return fetch_verified(mv).json(PROFILE)
 
 
 # -- aliases and history --------------------------------------------------------------
@@ -368,6 +390,18 @@ def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
     tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
     raw = tags.get(TAG + "test.report")
     return json.loads(raw) if raw else None
+
+
+def check_alias(alias: object) -> str:
+    """The naming rule, and MLflow's own: no '.', and 'latest' and v<number> are taken."""
+    names.check(alias, "alias")
+    assert isinstance(alias, str)
+    if "." in alias or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise PromotionError(
+            f"{alias!r} is not a usable alias ('.' is not allowed, and 'latest' and "
+            "v<number> are MLflow's own); use a word like 'champion'"
+        )
+    return alias
 
 
 def alias_holder(name: str, alias: str) -> int | None:
@@ -391,13 +425,8 @@ def promote(
     succeeds (``defer`` overrides): a job that fails later promotes nothing, and no
     server follows an alias onto its version in the meantime.
     """
+    check_alias(to)
     mv = resolve(ref)
-    reserved = to.lower() == "latest" or re.fullmatch(r"[vV]\d+", to or "")
-    if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or reserved:
-        raise PromotionError(
-            f"{to!r} is not a usable alias ('latest' and v<number> are MLflow's own); "
-            "use a word like 'champion'"
-        )
     if not force and mv.test_passed is not True:
         state = "never tested" if mv.test_passed is None else "failed its last nd.test"
         raise PromotionError(
@@ -444,7 +473,8 @@ def settle_promotions(job_run_id: str, *, succeeded: bool) -> list[str]:
 
 def rollback(name: str, alias: str = "champion") -> ModelVersion:
     """Move ``alias`` back to the version that held it before the current holder."""
-    parse_ref(f"{name}@{alias}")
+    names.check(name, "model")
+    check_alias(alias)
     events = [e for e in _history_events(name) if e["alias"] == alias]
     stack: list[int] = []
     for event in events:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sqlite3
 import subprocess
@@ -29,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config, durations
+from nbdeploy import config, durations, names
 from nbdeploy.cron import Cron, every_as_cron
 from nbdeploy.exceptions import JobError
 from nbdeploy.models import JobRun, ScheduledJob
@@ -103,9 +102,7 @@ def schedule(
     runner.check_parameters(path, params)
     packaged = path.parent == runner.TEMPLATES and not os.fspath(notebook).endswith(".ipynb")
     spec = os.fspath(notebook) if packaged else str(path)
-    name = name or path.stem
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
-        raise JobError(f"{name!r} is not a usable job name; use letters, digits, '_', '-', '.'")
+    name = names.check(path.stem if name is None else name, "job")
     with _db() as db:
         db.execute(
             "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?)",
