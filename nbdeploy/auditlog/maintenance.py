@@ -20,6 +20,7 @@ once more when it exits cleanly. A server's thread also:
 from __future__ import annotations
 
 import atexit
+import math
 import sqlite3
 import threading
 import time
@@ -64,7 +65,7 @@ class Maintenance(threading.Thread):
         s = self.settings
         log = AuditLog(self.path, maintained=False, settings=s)
         log.db.execute("PRAGMA busy_timeout=50")
-        last_anchor = last_retention = last_checkpoint = 0.0
+        last_anchor = last_retention = last_checkpoint = -math.inf  # all due at once
         wal = self.path.with_name(self.path.name + "-wal")
         while not self.stopped.wait(TICK_S):
             if not self.path.exists():
