@@ -29,6 +29,8 @@ from nbdeploy.exceptions import AuditLogError
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # labels may arrive as numpy scalars
 #: Rejected requests are counted per deployment, code and this many seconds.
 REJECTION_BUCKET_S = 60.0
+#: Passive checkpoints in a row that try to copy the WAL's last frames between commits.
+CATCH_UP_PASSES = 20
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -410,6 +412,34 @@ class AuditLog:
                 return done
             self.erase({rid: set(range(n)) for rid, n in rows}, why)
             done += len(rows)
+
+    # -- housekeeping (a server's maintenance thread) ---------------------------
+
+    def wal_bytes(self) -> int:
+        wal = self.path.with_name(self.path.name + "-wal")
+        return wal.stat().st_size if wal.exists() else 0
+
+    def checkpoint(self, *, catch_up: bool, force: bool) -> str:
+        """Copy the WAL back into the database; returns what happened: ``passive``,
+        ``caught_up`` (the next commit rewinds the WAL), ``restart`` or ``busy``.
+
+        ``catch_up``: passive passes until two see the same, fully copied WAL (no commit
+        came in between), which takes no lock against writers. ``force``: then one
+        RESTART checkpoint, which holds writers for the few frames left.
+        """
+        try:
+            before = -1
+            for _ in range(CATCH_UP_PASSES if catch_up else 1):
+                _, frames, copied = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames == copied == before:
+                    return "caught_up"
+                before = frames if frames == copied else -1
+            if force:
+                busy = self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                return "busy" if busy else "restart"
+        except sqlite3.Error:
+            return "busy"
+        return "passive"
 
     # -- the chain ----------------------------------------------------------
 
