@@ -424,12 +424,14 @@ class AuditLog:
         ``caught_up`` (the next commit rewinds the WAL), ``restart`` or ``busy``.
 
         ``catch_up``: passive passes until two see the same, fully copied WAL (no commit
-        came in between), which takes no lock against writers. ``force``: then one
-        RESTART checkpoint, which holds writers for the few frames left.
+        came in between), which takes no lock against writers; a commit that was already
+        under way can still keep the WAL from rewinding. ``force`` (the WAL kept
+        growing): one passive pass, then a RESTART checkpoint, which holds writers for
+        the few frames left.
         """
         try:
             before = -1
-            for _ in range(CATCH_UP_PASSES if catch_up else 1):
+            for _ in range(CATCH_UP_PASSES if catch_up and not force else 1):
                 _, frames, copied = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames == copied == before:
                     return "caught_up"
