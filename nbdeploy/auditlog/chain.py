@@ -141,7 +141,7 @@ def _row_digests(body: dict[str, Any]) -> tuple[bytes, list[bytes]]:
         raw = cast(list[bytes], data.view(np.dtype((np.void, width))).ravel().tolist())
         digests = [h.digest() for h in map(hashlib.sha256, raw)]
     elif "columnar" in body:
-        kind = b"columnar"
+        kind = b"columnar " + orjson.dumps(body.get("passthrough", []))  # their names too
         columns = zip(*body["columnar"], strict=True)
         digests = [hashlib.sha256(orjson.dumps(row)).digest() for row in columns]
     else:  # every row erased: the typing was kept beside the digests
@@ -161,7 +161,7 @@ def inputs_digest(inputs: bytes) -> bytes:
 def erase_rows(inputs: bytes, rows: Iterable[int], when: float, why: str) -> bytes:
     """The inputs blob with ``rows`` removed: values become null (NaN in a numeric
     matrix), and each erased row keeps only its digest, when and why."""
-    body = decode_payload(inputs)
+    body = decoded = decode_payload(inputs)
     kind, digests = _row_digests(body)
     erased: dict[str, Any] = dict(body.get("erased", {}))
     wanted = sorted({int(r) for r in rows} - {int(i) for i in erased})
@@ -179,6 +179,8 @@ def erase_rows(inputs: bytes, rows: Iterable[int], when: float, why: str) -> byt
             for i in wanted:
                 column[i] = None
         body = {"kind": kind.decode()} if len(erased) == len(digests) else {"columnar": columns}
+    if "passthrough" in decoded:  # the names of passthrough columns, stored after the features
+        body["passthrough"] = decoded["passthrough"]
     body["erased"] = erased
     return encode_payload(body)
 
