@@ -26,9 +26,12 @@ $(LABEXT): $(LABSRC) | $(STAMP)
 
 install: $(STAMP) $(LABEXT)
 
-# JupyterLab with the panel and the quickstart, on 127.0.0.1; one NBDEPLOY_HOME for all.
+# JupyterLab with the panel and the quickstart, on 127.0.0.1, and the job scheduler
+# beside it (stopped with it); one NBDEPLOY_HOME for all.
 lab: install
-	NBDEPLOY_HOME="$${NBDEPLOY_HOME:-$(CURDIR)/.nbdeploy}" $(VENV)/bin/jupyter lab --ip=127.0.0.1 \
+	export NBDEPLOY_HOME="$${NBDEPLOY_HOME:-$(CURDIR)/.nbdeploy}"; \
+	$(VENV)/bin/nbdeploy scheduler & scheduler=$$!; trap 'kill $$scheduler' EXIT; \
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 \
 		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/quickstart.ipynb
 
 demo: install

@@ -9,6 +9,7 @@ out files that no longer match, before anything is deserialized.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config, lineage, names
 from nbdeploy.exceptions import (
+    IntegrityError,
     ModelNotFoundError,
     PromotionError,
     RegistryError,
@@ -146,6 +148,7 @@ def _version(mv: Any) -> ModelVersion:
         fingerprint=tags.get(TAG + "fingerprint", ""),
         test_passed=None if passed is None else passed == "true",
         source=mv.source or "",
+        job_run_id=tags.get(TAG + "job_run_id"),
     )
 
 
@@ -181,6 +184,8 @@ def register(
     description: str | None = None,
     tags: dict[str, str] | None = None,
     pii: dict[str, str] | None = None,
+    passthrough: list[str] | tuple[str, ...] | None = None,
+    anomaly_fpr: float | None = 0.01,
 ) -> ModelVersion:
     """Log ``model`` to MLflow and register a new version of ``name``.
 
@@ -188,6 +193,13 @@ def register(
     registering without one), stores an input example, the training-data profile
     and fingerprint, sha256 hashes of every artifact, and lineage. ``pii`` (column ->
     ``"hash"`` or ``"drop"``) decides what the audit log keeps of personal data.
+
+    ``passthrough``: columns requests may carry that the log keeps but the model never
+    sees (segments, sensitive attributes, business keys), e.g. ``["region"]``; they
+    need not be in ``X`` (and are left out of the model's input if they are).
+
+    ``anomaly_fpr``: the share of held-out training rows the stored anomaly detector
+    flags (``nd.anomalies``); None skips fitting it.
     """
     from nbdeploy import flavors, profiling
     from nbdeploy.auditlog.privacy import check_policy
@@ -207,7 +219,10 @@ def register(
             "nd.register needs the training features X to build the "
             "signature that serving enforces: nd.register(model, name, X, y)"
         )
-    schema = Schema.infer(X)
+    keep = _passthrough_names(passthrough)
+    if keep and hasattr(X, "columns"):
+        X = X.drop(columns=[c for c in X.columns if str(c) in keep])
+    schema = dataclasses.replace(Schema.infer(X), passthrough=keep)
     policy = check_policy(pii, schema.names)
     frame = as_frame(X, schema.names)
     flavor = flavors.detect(model)
@@ -226,6 +241,8 @@ def register(
             "lineage": lineage.collect(),
             **({"pii": policy} if policy else {}),
         }
+        if anomaly_fpr is not None:
+            metadata["anomaly"] = _fit_detector(frame, path, anomaly_fpr, metadata.get("pii"))
         _write_json(path / METADATA, metadata)
         profile = profiling.build_profile(frame, predictions, scores)
         (path / PROFILE).write_bytes(_dumps(profile))
@@ -234,6 +251,28 @@ def register(
     if alias:
         _move_alias(mv, alias, action="register", reason="set at registration")
     return resolve(f"{name}/{mv.version}")
+
+
+def _fit_detector(frame: pd.DataFrame, path: Path, fpr: float, pii: Any) -> dict[str, Any]:
+    from nbdeploy.exceptions import NbdeployError
+    from nbdeploy.monitoring import anomalies
+
+    try:
+        return anomalies.fit_and_store(frame, path, fpr=fpr, exclude=pii or None)
+    except NbdeployError as exc:  # e.g. too few rows: registering still works
+        if "between 0 and 1" in str(exc):
+            raise
+        return {"skipped": str(exc)}
+
+
+def _passthrough_names(columns: Any) -> tuple[str, ...]:
+    if columns is None:
+        return ()
+    if isinstance(columns, str) or not all(isinstance(c, str) and c for c in columns):
+        raise RegistryError(
+            "passthrough must be a list of column names, e.g. passthrough=['region']"
+        )
+    return tuple(dict.fromkeys(columns))
 
 
 def _example(frame: pd.DataFrame) -> dict[str, list[Any]]:
@@ -390,6 +429,44 @@ def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
     tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
     raw = tags.get(TAG + "test.report")
     return json.loads(raw) if raw else None
+
+
+def store_holdout(mv: ModelVersion, frame: pd.DataFrame) -> str:
+    """Keep the labelled held-out data of ``nd.test`` with the version (for label-free
+    estimates): a Parquet artifact of the version's run, its sha256 a version tag."""
+    c = client()
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
+        file = Path(tmp) / f"holdout-{time.time_ns()}.parquet"
+        frame.to_parquet(file, index=False)
+        sha = hashlib.sha256(file.read_bytes()).hexdigest()
+        c.log_artifact(mv.run_id, str(file), "holdout")
+    version = str(mv.version)
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.path", f"holdout/{file.name}")
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.sha256", sha)
+    return sha
+
+
+def load_holdout(mv: ModelVersion) -> pd.DataFrame | None:
+    """The held-out data last given to ``nd.test`` for this version, hash-verified."""
+    import pandas as pd
+
+    c = client()
+    tags = c.get_model_version(mv.name, str(mv.version)).tags or {}
+    where, sha = tags.get(TAG + "holdout.path"), tags.get(TAG + "holdout.sha256")
+    if not where or not sha:
+        return None
+    local = config.settings().cache_dir / "holdout" / mv.name / f"{mv.version}-{sha[:16]}.parquet"
+    if not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="nbdeploy-", dir=local.parent) as tmp:
+            got = Path(c.download_artifacts(mv.run_id, where, tmp))
+            got.replace(local)
+    if hashlib.sha256(local.read_bytes()).hexdigest() != sha:
+        raise IntegrityError(
+            f"the held-out data of {mv.name}/{mv.version} does not match its registered "
+            "sha256; run nd.test on the version again to store it anew"
+        )
+    return pd.read_parquet(local)
 
 
 def check_alias(alias: object) -> str:

@@ -60,12 +60,15 @@ def check_alerts(
         webhooks.check_url(webhook)  # before anything fires, and without echoing it
     window = s.alert_window_s if window is None else window
     span = window_seconds(window)
-    rep = report or build(name, window)
+    chosen = parse_rules(rules)
+    # fairness, anomalies and the label-free estimate only when a rule reads them
+    needs = {"disparity", "anomaly_rate", "estimated_accuracy"} & {r.metric for r in chosen}
+    rep = report or build(name, window, extras=bool(needs))
     url = webhook if webhook is not None else s.alert_webhook
     cooldown = cooldown_s if cooldown_s is not None else (span or 3600.0)
     values = rep.indicators()
     now, out = time.time(), []
-    for rule in parse_rules(rules):
+    for rule in chosen:
         value, rows, detail = values.get(rule.metric, (math.nan, 0, ""))
         status = "no data" if value != value or rows < rule.min_rows else "ok"
         if status == "ok" and breached(rule, value):
