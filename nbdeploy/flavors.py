@@ -125,6 +125,11 @@ def training_outputs(
         loaded = mlflow.pyfunc.load_model(str(path))
         return as_vector(loaded.predict(schema.as_published(frame))), None
     except Exception as exc:
+        if type(exc).__name__ == "NotFittedError":  # scikit-learn's, without importing it
+            raise RegistryError(
+                f"this {type(model).__name__} is not fitted yet: fit it first "
+                "(model.fit(X_train, y_train)), then register it"
+            ) from None
         raise RegistryError(
             f"the model could not predict on X ({type(exc).__name__}: {exc}); "
             "pass the features it was trained on"

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 import nbdeploy as nd
+from nbdeploy import hints
 from nbdeploy.cli import add_parameter_option, parse_split
 from nbdeploy.exceptions import NbdeployError
 
@@ -190,6 +191,17 @@ def _parser() -> _Parser:
     return parser
 
 
+def _check_subcommand(parser: _Parser, words: list[str]) -> None:
+    """A mistyped subcommand gets a "did you mean", not the list of all eighteen."""
+    if not words or words[0].startswith("-"):
+        return
+    choices = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if words[0] not in choices:
+        guess = hints.closest(words[0], choices)
+        tip = f"did you mean %deploy {guess}?" if guess else "see %deploy --help"
+        raise UsageError(f"%deploy has no subcommand {words[0]!r}; {tip}")
+
+
 @magics_class
 class DeployMagics(Magics):
     """The ``%deploy`` line magic."""
@@ -209,18 +221,21 @@ class DeployMagics(Magics):
         """
         parser = _parser()
         try:
-            args = parser.parse_args(shlex.split(line))
-        except _Help:
-            return None
+            words = shlex.split(line)
         except ValueError as exc:  # shlex: unbalanced quotes
             raise UsageError(f"%deploy: {exc}") from None
+        _check_subcommand(parser, words)
+        try:
+            args = parser.parse_args(words)
+        except _Help:
+            return None
         if args.command is None:
             parser.print_help()
             return None
         try:
             return getattr(self, "_" + args.command)(args)
-        except NbdeployError as exc:
-            raise UsageError(str(exc)) from None
+        except NbdeployError as exc:  # its hints name Python calls: say them as magics
+            raise UsageError(hints.as_magic(str(exc))) from None
 
     def _var(self, name: str) -> Any:
         try:

@@ -398,3 +398,17 @@ class AuditRecord:
             ],
             _badge("log verified" if self.verified else "LOG TAMPERED", self.verified),
         )
+
+
+class Stopped(list[str]):
+    """What ``nd.stop`` returns: the names of the deployments it stopped (a list),
+    shown as a sentence rather than a bare ``['churn']``."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "no deployment was running"
+        names = ", ".join(self)
+        return f"stopped deployment{'s' * (len(self) > 1)} {names}"
+
+    def _repr_html_(self) -> str:
+        return f"<span>{html.escape(repr(self))}</span>"

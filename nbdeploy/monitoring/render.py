@@ -134,12 +134,17 @@ def overview(r: MonitorReport) -> str:
 
 
 def drift(r: MonitorReport) -> str:
+    others = ""
+    if r.other_versions is not None and len(r.other_versions):
+        others = ("<div><b>other versions in this window</b> (each against its own "
+                  f"training profile){table(r.other_versions, index=False)}</div>")  # fmt: skip
     if r.drift is None:
-        return "<p style='color:#777'>no served predictions in this window</p>"
+        return f"<p style='color:#777'>no predictions of {html.escape(str(r.data.ref))}, the " \
+            f"version answering now, in this window</p>{others}"  # fmt: skip
     cols = r.drift.columns
     order = (cols["statistic"] / cols["threshold"]).fillna(np.inf).sort_values(ascending=False)
     charts = []
-    frame = r.data.feature_frame()
+    frame = r.data.feature_frame(r.data.current)
     profiles = (r.data.profile or {})["columns"]
     for column in list(order.index)[:_HISTOGRAMS]:
         row = cols.loc[column]
@@ -148,8 +153,10 @@ def drift(r: MonitorReport) -> str:
     legend = (f"<span style='color:{_REF}'>&#9632;</span> training "
               f"<span style='color:{_CUR}'>&#9632;</span> served")  # fmt: skip
     pred = r.prediction_drift._repr_html_() if r.prediction_drift is not None else ""
-    return f"{r.drift._repr_html_()}<div>{legend}</div><div>{''.join(charts)}</div>" + (
-        f"<div><b>prediction drift</b> (served outputs vs training outputs){pred}</div>"
+    whose = (f"<p style='margin:2px 0'>traffic of {html.escape(str(r.data.ref))}, the version "
+             "answering now, against its training profile</p>")  # fmt: skip
+    return f"{whose}{r.drift._repr_html_()}<div>{legend}</div><div>{''.join(charts)}</div>" + (
+        f"<div><b>prediction drift</b> (served outputs vs training outputs){pred}</div>{others}"
     )
 
 
@@ -224,11 +231,45 @@ def header(r: MonitorReport) -> str:
 
 
 def snapshot(r: MonitorReport) -> str:
-    """Every section one after the other: the offline stand-in for the widget."""
-    body = "".join(
-        f"<h4 style='margin:10px 0 2px'>{tab}</h4>{content}" for tab, content in sections(r).items()
+    """The offline stand-in for the widget: the same tabs, switched by CSS alone.
+
+    Radio buttons and labels make the tab strip, so nbconvert's HTML, JupyterLab and
+    a browser with no network show it without scripts. Where ``<style>`` is stripped
+    (GitHub's notebook view) every section shows, one after the other, under its title.
+    """
+    import uuid
+
+    uid = f"nbdm-{uuid.uuid4().hex[:12]}"
+    tabs = sections(r)
+    strip, panes, rules = [], [], []
+    for i, (tab, content) in enumerate(tabs.items()):
+        checked = " checked" if i == 0 else ""
+        strip.append(
+            f"<input type='radio' name='{uid}' id='{uid}-{i}' class='nbdm-radio'{checked}>"
+            f"<label for='{uid}-{i}' class='nbdm-tab'>{html.escape(tab)}</label>"
+        )
+        panes.append(
+            f"<div class='nbdm-pane nbdm-pane-{i}'><h4 class='nbdm-title'>{html.escape(tab)}</h4>"
+            f"{content}</div>"
+        )
+        rules.append(f"#{uid}-{i}:checked ~ .nbdm-pane-{i}{{display:block}}")
+    style = (
+        f"<style>#{uid} .nbdm-radio,#{uid} .nbdm-title{{display:none}}"
+        f"#{uid} .nbdm-pane{{display:none;border-top:1px solid #ccc;padding-top:6px}}"
+        f"#{uid} .nbdm-tab{{display:inline-block;padding:4px 12px;margin-right:2px;"
+        "cursor:pointer;border:1px solid #ccc;border-bottom:none;background:#f3f3f3;"
+        "font-size:13px}"
+        + "".join(f"#{uid} {rule}" for rule in rules)
+        + "".join(
+            f"#{uid} #{uid}-{i}:checked + .nbdm-tab{{background:#fff;font-weight:bold}}"
+            for i in range(len(tabs))
+        )
+        + "</style>"
     )
-    return f"<div class='nbdeploy-monitor'>{header(r)}{body}</div>"
+    return (
+        f"<div class='nbdeploy-monitor' id='{uid}'>{style}{header(r)}"
+        f"{''.join(strip)}{''.join(panes)}</div>"
+    )
 
 
 def page(r: MonitorReport) -> str:

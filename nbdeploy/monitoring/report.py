@@ -40,6 +40,8 @@ class MonitorReport:
     alerts: pd.DataFrame
     comparison: Comparison | None
     data: Window = field(repr=False, compare=False)
+    #: the other versions that answered in the window, each against its own profile
+    other_versions: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def indicators(self) -> dict[str, tuple[float, int, str]]:
         """What alert rules test: metric -> (value, rows it rests on, detail)."""
@@ -116,7 +118,9 @@ def report(
 
     w = load_window(name, window, now=now)
     if w.ref is None:
-        raise NbdeployError(
+        from nbdeploy.hints import unknown_name
+
+        raise unknown_name(name) or NbdeployError(
             f"no deployment or logged predictions named {name!r}; serve a model first "
             "(see nd.deployments())"
         )
@@ -143,6 +147,7 @@ def report(
         alerts=alerts(name, limit=50),
         comparison=comparison,
         data=w,
+        other_versions=metrics.version_drift(w),
     )
 
 

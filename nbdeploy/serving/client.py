@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from nbdeploy.exceptions import DeploymentError, SchemaError
+from nbdeploy.schema import in_pandas_terms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +78,10 @@ def split_payload(X: Any) -> bytes:
 def predict(dep: Deployment, X: Any) -> pd.DataFrame:
     import pandas as pd
 
-    answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    try:
+        answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    except SchemaError as exc:
+        raise in_pandas_terms(exc, X) from None
     index = X.index if isinstance(X, pd.DataFrame) else None
     columns = {
         "prediction": answer["predictions"],

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config
 from nbdeploy.exceptions import DeploymentError
-from nbdeploy.models import Deployment
+from nbdeploy.models import Deployment, Stopped
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,12 +205,12 @@ def serve(
     )
 
 
-def stop(name: str | None = None, *, all: bool = False) -> list[str]:
+def stop(name: str | None = None, *, all: bool = False) -> Stopped:
     """Stop one deployment (or every one with ``all=True``); returns the names stopped."""
     names = [p.stem for p in config.settings().deployments_dir.glob("*.json")] if all else [name]
     if not all and (name is None or _read_state(name) is None):
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
-    stopped = []
+        raise _no_deployment(name)
+    stopped = Stopped()
     for each in names:
         info = _read_state(str(each))
         if info is None:
@@ -274,10 +274,20 @@ def deployments() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "ref", "version", "url", "pid", "status"])
 
 
+def _no_deployment(name: str | None) -> DeploymentError:
+    from nbdeploy.hints import closest
+
+    running = [p.stem for p in config.settings().deployments_dir.glob("*.json")]
+    guess = closest(str(name), running)
+    if guess is not None:
+        return DeploymentError(f"no deployment named {name!r}; did you mean {guess!r}?")
+    return DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+
+
 def deployment(name: str) -> Deployment:
     info = _read_state(name)
     if info is None:
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+        raise _no_deployment(name)
     return Deployment(
         name=name,
         ref=info["ref"],
