@@ -9,8 +9,10 @@ out files that no longer match, before anything is deserialized.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -52,8 +54,45 @@ def _client_for(uri: str) -> MlflowClient:
     # notebook shows it in a red stderr box as if the first register had failed.
     for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///"):
+        _seed_store(Path(uri[len("sqlite:///") :]))
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _seed_store(db: Path) -> None:
+    """Give a new home a copy of an empty, fully migrated MLflow database.
+
+    MLflow creates its tables by replaying every migration since its first release
+    (seconds, most of a new home's first register). The result depends only on the
+    MLflow version, so it is built once per version in the user's cache and copied.
+    """
+    if db.exists():
+        return
+    import sqlite3
+
+    import mlflow
+
+    template = config.settings().user_cache_dir / f"mlflow-{mlflow.__version__}.db"
+    if not template.is_file():
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+            built = Path(tmp) / "mlflow.db"
+            SqlAlchemyStore(f"sqlite:///{built}").engine.dispose()  # creates every table
+            with contextlib.closing(sqlite3.connect(built)) as con, con:
+                con.execute("DELETE FROM experiments")  # no Default pointing at this folder
+            os.replace(built, template)  # whole or absent; a concurrent build is as good
+    db.parent.mkdir(parents=True, exist_ok=True)
+    partial = db.with_name(f".{db.name}.{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(template, partial)
+    try:
+        os.link(partial, db)  # only if no other process created the store meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
 
 
 def client() -> MlflowClient:

@@ -159,7 +159,8 @@ def _manager_class(env: dict[str, str]) -> type:
 
         async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
             kw["env"] = env
-            if any("ipykernel" in part for part in self.kernel_spec.argv):
+            spec = self.kernel_spec
+            if spec is not None and any("ipykernel" in part for part in spec.argv):
                 # its one warning, "running over TCP without encryption", is about a
                 # kernel bound to 127.0.0.1 for this job alone, yet shows in red in the
                 # notebook that started the job; errors still show

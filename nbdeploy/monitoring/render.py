@@ -48,28 +48,57 @@ def table(frame: pd.DataFrame, *, index: bool = True, digits: int = 3) -> str:
     return f"<table style='{_TABLE}'><tr>{top}</tr>{''.join(rows)}</table>"
 
 
-def bars(title: str, labels: list[str], ref: np.ndarray | None, cur: np.ndarray) -> str:
-    """Reference (grey) and current (blue) shares side by side, as inline SVG."""
-    width, height, top = 280, 110, 16
+def bars(
+    title: str,
+    labels: list[str],
+    ref: np.ndarray | None,
+    cur: np.ndarray,
+    *,
+    y_axis: str | None = None,
+) -> str:
+    """Reference (grey) and current (blue) shares side by side, as inline SVG.
+
+    ``y_axis`` names the vertical axis and draws it, with ticks at 0, half and the peak.
+    """
+    left = 34 if y_axis else 0
+    width, height, top = 280 + left, 110, 16
     n = max(len(cur), 1)
     peak = max(float(np.max(cur)) if len(cur) else 0.0,
                float(np.max(ref)) if ref is not None and len(ref) else 0.0, 1e-12)  # fmt: skip
-    step = width / n
+    step = (width - left) / n
     parts = [f"<text x='0' y='11' font-size='11'>{html.escape(title)}</text>"]
     for i in range(len(cur)):
         for j, (series, color) in enumerate(((ref, _REF), (cur, _CUR))):
             if series is None:
                 continue
             h = (height - top - 12) * float(series[i]) / peak
-            x = i * step + j * step / 2 if ref is not None else i * step
+            x = left + (i * step + j * step / 2 if ref is not None else i * step)
             w = (step / 2 if ref is not None else step) - 1
             parts.append(
                 f"<rect x='{x:.1f}' y='{height - 12 - h:.1f}' width='{max(w, 0.5):.1f}' "
                 f"height='{h:.1f}' fill='{color}'><title>{html.escape(labels[i])}: "
                 f"{float(series[i]):.3g}</title></rect>"
             )
+    if y_axis:
+        bottom, span = height - 12, height - top - 12
+        parts.append(
+            f"<line x1='{left - 2}' y1='{top}' x2='{left - 2}' y2='{bottom}' stroke='#888'/>"
+        )
+        for share in (0.0, 0.5, 1.0):
+            y = bottom - span * share
+            parts.append(
+                f"<line x1='{left - 5}' y1='{y:.1f}' x2='{left - 2}' y2='{y:.1f}' stroke='#888'/>"
+                f"<text x='{left - 7}' y='{y + 3:.1f}' font-size='9' text-anchor='end'>"
+                f"{peak * share:.3g}</text>"
+            )
+        parts.append(
+            f"<text x='9' y='{bottom - span / 2:.1f}' font-size='9' text-anchor='middle' "
+            f"transform='rotate(-90 9 {bottom - span / 2:.1f})'>{html.escape(y_axis)}</text>"
+        )
     if labels:
-        parts.append(f"<text x='0' y='{height - 1}' font-size='9'>{html.escape(labels[0])}</text>")
+        parts.append(
+            f"<text x='{left}' y='{height - 1}' font-size='9'>{html.escape(labels[0])}</text>"
+        )
         parts.append(
             f"<text x='{width}' y='{height - 1}' font-size='9' text-anchor='end'>"
             f"{html.escape(labels[-1])}</text>"
@@ -127,7 +156,9 @@ def overview(r: MonitorReport) -> str:
         per = r.data.served.groupby(buckets(r.data, 12)).size()
         per = per.reindex(bucket_starts(r.data, 12), fill_value=0)
         labels = [t.strftime("%H:%M") for t in per.index]
-        chart = bars("predictions per interval", labels, None, per.to_numpy(float))
+        chart = bars(
+            "predictions per interval", labels, None, per.to_numpy(float), y_axis="predictions"
+        )
     versions = pd.DataFrame(o["versions"])
     answering = table(versions, index=False)
     return f"<div>{kpis}</div>{chart}<div><b>versions answering</b>{answering}</div>"
