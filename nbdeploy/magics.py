@@ -326,7 +326,10 @@ class DeployMagics(Magics):
         try:
             return self.shell.user_ns[name]  # type: ignore[union-attr]
         except KeyError:
-            raise UsageError(f"no variable named {name!r} in the notebook") from None
+            names = [n for n in self.shell.user_ns if not n.startswith("_")]  # type: ignore[union-attr]
+            guess = hints.closest(name, names)
+            tip = f"; did you mean {guess!r}?" if guess else ""
+            raise UsageError(f"no variable named {name!r} in the notebook{tip}") from None
 
     def _register(self, a: argparse.Namespace) -> Any:
         data = [self._var(v) for v in a.data or []]

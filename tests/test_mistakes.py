@@ -137,3 +137,8 @@ def test_verbose_mode_still_shows_every_frame(registered, capsys):
     registered.run_cell("nd.logs('chrun')")
     out = _ANSI.sub("", capsys.readouterr().out)
     assert "queries.py" in out and "did you mean 'churn'?" in out
+
+
+def test_a_mistyped_variable_gets_the_closest_one(shell):
+    told = magic(shell, "%deploy register unfti --name churn --data X y")
+    assert told == "no variable named 'unfti' in the notebook; did you mean 'unfit'?"

@@ -212,25 +212,30 @@ def champion(name: str, served: pd.DataFrame) -> tuple[str | None, str | None]:
     from nbdeploy.serving.process import _read_state
 
     state = _read_state(name)
+    alias: str | None = None
     if state is not None:
         model, version, alias = registry.parse_ref(state["ref"])
-        mv = registry.resolve(state["ref"]) if alias else None
-        return (f"{mv.name}/{mv.version}" if mv else f"{model}/{version}"), alias
+        if not alias:
+            return f"{model}/{version}", None
     if not len(served):
         served = auditlog.logs(name, limit=1, role="served")
-        if not len(served):
-            return None, None
-    aliases = served["alias"].dropna()
-    aliases = aliases[aliases != ""]
+    if alias is None and len(served):
+        aliases = served["alias"].dropna()
+        aliases = aliases[aliases != ""]
+        alias = str(aliases.value_counts().index[0]) if len(aliases) else None
+    if state is not None:
+        model = registry.parse_ref(state["ref"])[0]
+    elif len(served):
+        model = str(served["model_name"].iloc[-1])
+    else:
+        return None, None
+    if alias is not None:
+        try:
+            mv = registry.resolve(f"{model}@{alias}")
+            return f"{mv.name}/{mv.version}", alias
+        except ModelNotFoundError:  # the alias was removed since: its last holder in the log
+            served = served[served["alias"] == alias]
+    if not len(served):
+        return None, alias
     last = served.iloc[-1]
-    fallback = f"{last['model_name']}/{int(last['model_version'])}"
-    if not len(aliases):
-        return fallback, None
-    alias = str(aliases.value_counts().index[0])
-    model_name = served.loc[aliases.index[-1], "model_name"]
-    try:
-        mv = registry.resolve(f"{model_name}@{alias}")
-    except ModelNotFoundError:  # the alias was removed since: the last version that held it
-        held = served[served["alias"] == alias].iloc[-1]
-        return f"{held['model_name']}/{int(held['model_version'])}", alias
-    return f"{mv.name}/{mv.version}", alias
+    return f"{last['model_name']}/{int(last['model_version'])}", alias
