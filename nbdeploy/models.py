@@ -216,9 +216,13 @@ class Deployment:
 
     def predict(self, X: Any) -> pd.DataFrame:
         """Send rows to the server; returns predictions with their ids."""
+        from nbdeploy.exceptions import NbdeployError
         from nbdeploy.serving import client
 
-        return client.predict(self, X)
+        try:
+            return client.predict(self, X)
+        except NbdeployError as exc:  # the user's mistake: no frames from the client
+            raise exc.with_traceback(None) from None
 
     def status(self) -> dict[str, Any]:
         from nbdeploy.serving import client

@@ -142,3 +142,18 @@ def test_verbose_mode_still_shows_every_frame(registered, capsys):
 def test_a_mistyped_variable_gets_the_closest_one(shell):
     told = magic(shell, "%deploy register unfti --name churn --data X y")
     assert told == "no variable named 'unfti' in the notebook; did you mean 'unfit'?"
+
+
+def test_in_a_script_the_traceback_stops_at_the_api_boundary():
+    import subprocess
+    import sys
+
+    code = (
+        "import nbdeploy as nd, pandas as pd\n"
+        "nd.drift(pd.DataFrame({'a': [1, 2, 3]}), pd.DataFrame({'b': [1, 2]}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    frames = [line for line in done.stderr.splitlines() if line.lstrip().startswith("File ")]
+    assert len(frames) == 2 and "monitoring/data.py" in frames[1], done.stderr  # no engine
+    assert "During handling" not in done.stderr and "driftstats" not in done.stderr
+    assert done.stderr.rstrip().endswith("it has 'b', which the reference lacks")

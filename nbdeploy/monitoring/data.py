@@ -76,7 +76,10 @@ def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
         reference = reference_profile(reference)
     if not hasattr(current, "columns") or isinstance(reference, dict):
         current = _named_like(reference, current)
-    report: DriftReport = engine().drift(reference, current, **kw)
+    try:
+        report: DriftReport = engine().drift(reference, current, **kw)
+    except NbdeployError as exc:  # mismatched data: no frames from the engine
+        raise exc.with_traceback(None) from None
     return report
 
 
