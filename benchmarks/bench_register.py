@@ -6,6 +6,10 @@ case runs in its own Python process, as a new kernel would, after pandas and
 scikit-learn are imported and the model is fitted (the user's notebook has done that
 already); the timer covers ``import nbdeploy`` and the register call.
 
+Each case reports wall time and the process's CPU time (user + system, all threads):
+on a machine shared with other work the wall time stretches with the load, the CPU
+time much less.
+
 Cases (medians of ``--repeat`` processes each):
 - ``warm``: a second register in the same process (what the README reported before);
 - ``cold kernel``: the first register of a new process, in a home that has a registry;
@@ -35,13 +39,14 @@ import json, sys, time
 from nbdeploy.datasets import churn, churn_pipeline  # pandas, scikit-learn: the user's
 X, y = churn(1000, seed=0)
 clf = churn_pipeline().fit(X, y)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 import nbdeploy as nd
 nd.register(clf, "churn", X, y)
-first = time.perf_counter() - start
-start = time.perf_counter()
+first, first_cpu = time.perf_counter() - start, time.process_time() - cpu
+start, cpu = time.perf_counter(), time.process_time()
 nd.register(clf, "churn", X, y)
-print(json.dumps({"first": first, "second": time.perf_counter() - start}))
+print(json.dumps({"first": first, "second": time.perf_counter() - start,
+                  "first_cpu": first_cpu, "second_cpu": time.process_time() - cpu}))
 """
 
 
@@ -66,28 +71,38 @@ def main() -> None:
         help="the nbdeploy checkout to measure (default: this one)",
     )
     args = parser.parse_args()
-    cases: dict[str, list[float]] = {
-        "warm (second register, same process)": [],
-        "cold kernel (first register, existing home)": [],
-        "new home (first register, empty home)": [],
-        "new home, empty cache (once per MLflow version)": [],
+    names = {
+        "warm": "warm (second register, same process)",
+        "cold": "cold kernel (first register, existing home)",
+        "new": "new home (first register, empty home)",
+        "empty": "new home, empty cache (once per MLflow version)",
     }
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+
+    def keep(case: str, result: dict[str, float], which: str = "first") -> None:
+        wall[case].append(result[which])
+        cpu[case].append(result[which + "_cpu"])
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shared_cache = root / "cache"
         existing = root / "existing"
         run(existing, shared_cache, args.pythonpath)  # the registry exists, the cache is built
         for i in range(args.repeat):
-            empty = run(root / f"empty-cache-{i}", root / f"cache-{i}", args.pythonpath)
-            cases["new home, empty cache (once per MLflow version)"].append(empty["first"])
-            fresh = run(root / f"new-{i}", shared_cache, args.pythonpath)
-            cases["new home (first register, empty home)"].append(fresh["first"])
+            keep("empty", run(root / f"empty-cache-{i}", root / f"cache-{i}", args.pythonpath))
+            keep("new", run(root / f"new-{i}", shared_cache, args.pythonpath))
             cold = run(existing, shared_cache, args.pythonpath)
-            cases["cold kernel (first register, existing home)"].append(cold["first"])
-            cases["warm (second register, same process)"].append(cold["second"])
+            keep("cold", cold)
+            keep("warm", cold, "second")
     print(f"nbdeploy at {args.pythonpath}, {args.repeat} processes per case, medians:")
-    for case, times in cases.items():
-        print(f"  {case:<50} {statistics.median(times):6.2f} s  (min {min(times):.2f})")
+    print(f"  {'case':<50} {'wall':>8} {'cpu':>8}")
+    for case, label in names.items():
+        print(
+            f"  {label:<50} {statistics.median(wall[case]):7.2f}s "
+            f"{statistics.median(cpu[case]):7.2f}s"
+        )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
