@@ -56,7 +56,12 @@ def run(home: Path, cache: Path, pythonpath: str) -> dict[str, float]:
     for own_registry in ("MLFLOW_TRACKING_URI", "NBDEPLOY_TRACKING_URI"):
         env.pop(own_registry, None)
     out = subprocess.run(
-        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD],
+        env=env,
+        cwd=home.parent,  # not a checkout: `python -c` puts the working directory first
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
