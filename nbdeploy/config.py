@@ -61,6 +61,8 @@ class Settings:
     alert_window_s: float = 3600.0
     #: URL that fired alerts are POSTed to as JSON (none: only recorded in audit.db).
     alert_webhook: str | None = None
+    #: How many scheduled jobs the embedded scheduler runs at once, each in its own process.
+    max_concurrent_jobs: int = 2
     #: Key of the keyed hash chain (``NBDEPLOY_AUDIT_KEY`` or ``NBDEPLOY_AUDIT_KEY_FILE``).
     audit_key: str | None = field(default=None, repr=False)
     #: File keeping the audit chain's newest hashes outside the database
@@ -104,6 +106,12 @@ def _number(name: str, default: float, kind: type = float) -> float:
         raise ConfigError(
             f"NBDEPLOY_{name}={raw!r} is not a number; unset it or give a number"
         ) from None
+
+
+def _webhook(url: str) -> str | None:
+    from nbdeploy.webhooks import check_url
+
+    return check_url(url, what="NBDEPLOY_ALERT_WEBHOOK") if url else None
 
 
 def _secret(name: str) -> str | None:
@@ -176,7 +184,8 @@ def settings() -> Settings:
         trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
-        alert_webhook=_env("ALERT_WEBHOOK", "") or None,
+        alert_webhook=_webhook(_env("ALERT_WEBHOOK", "")),
+        max_concurrent_jobs=max(1, int(_number("MAX_CONCURRENT_JOBS", 2, int))),
         audit_key=_secret("AUDIT_KEY"),
         audit_anchor=Path(_env("AUDIT_ANCHOR", str(home / "audit.anchor"))).expanduser().resolve(),
         audit_anchor_s=_number("AUDIT_ANCHOR_S", 2.0),

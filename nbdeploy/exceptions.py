@@ -9,6 +9,7 @@ nbdeploy say nothing the message does not (``%xmode verbose`` shows them).
 
     NbdeployError
      ├── ConfigError            a setting is malformed
+     ├── InvalidNameError       a name breaks the naming rule (also ValueError)
      ├── RegistryError          registry lookups and writes
      │    ├── ModelNotFoundError    (also a LookupError)
      │    ├── SignatureError        no signature can be built from the data
@@ -43,6 +44,10 @@ class NbdeployError(Exception):
 
 class ConfigError(NbdeployError):
     """An ``NBDEPLOY_*`` setting or argument is malformed."""
+
+
+class InvalidNameError(NbdeployError, ValueError):
+    """A model, deployment, alias or job name breaks the rule of ``nbdeploy.names``."""
 
 
 class RegistryError(NbdeployError):

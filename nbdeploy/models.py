@@ -56,6 +56,8 @@ class ModelVersion:
     #: Outcome of the last ``nd.test``; None when never tested.
     test_passed: bool | None = None
     source: str = field(default="", repr=False)
+    #: The job run (``nd.jobs()``'s ``run_id``) whose notebook registered this version.
+    job_run_id: str | None = None
 
     @property
     def uri(self) -> str:
@@ -226,6 +228,8 @@ class JobRun:
     failed_cell: int | None = None
     #: The schedule's name when the scheduler started it.
     name: str | None = None
+    #: Alias moves the job made when it succeeded (``name/version@alias``).
+    promoted: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -241,6 +245,7 @@ class JobRun:
                 ("parameters", html.escape(params) or "none"),
                 ("results", html.escape(results) or "none"),
                 ("produced", html.escape(", ".join(self.produced)) or "nothing"),
+                ("promoted", html.escape(", ".join(self.promoted)) or "nothing"),
                 (
                     "error",
                     f"<span style='color:#cf222e'>{html.escape(self.error)}</span>"
@@ -271,6 +276,12 @@ class ScheduledJob:
     created: float = 0.0
     #: Next scheduled time (epoch seconds) after now.
     next_run: float = 0.0
+    #: Not run at its times until resumed.
+    paused: bool = False
+    #: Times missed while no scheduler ran are run later, oldest first.
+    catchup: bool = False
+    #: Times before this one are never caught up (creation, or the last resume).
+    since: float = 0.0
 
     @property
     def when(self) -> str:

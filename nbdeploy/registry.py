@@ -10,7 +10,9 @@ out files that no longer match, before anything is deserialized.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -21,14 +23,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config, lineage
+from nbdeploy import config, lineage, names
 from nbdeploy.exceptions import (
+    IntegrityError,
     ModelNotFoundError,
     PromotionError,
     RegistryError,
     SignatureError,
 )
-from nbdeploy.integrity import verify, write_manifest
+from nbdeploy.integrity import Verified, read_verified, write_manifest
 from nbdeploy.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -128,6 +131,9 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
             ref=str(ref),
         )
     version = match["version"]
+    names.check(match["name"], "model")
+    if match["alias"] is not None:
+        names.check(match["alias"], "alias")
     return match["name"], int(version) if version else None, match["alias"]
 
 
@@ -195,6 +201,7 @@ def _version(mv: Any) -> ModelVersion:
         fingerprint=tags.get(TAG + "fingerprint", ""),
         test_passed=None if passed is None else passed == "true",
         source=mv.source or "",
+        job_run_id=tags.get(TAG + "job_run_id"),
     )
 
 
@@ -230,6 +237,8 @@ def register(
     description: str | None = None,
     tags: dict[str, str] | None = None,
     pii: dict[str, str] | None = None,
+    passthrough: list[str] | tuple[str, ...] | None = None,
+    anomaly_fpr: float | None = 0.01,
 ) -> ModelVersion:
     """Log ``model`` to MLflow and register a new version of ``name``.
 
@@ -237,22 +246,36 @@ def register(
     registering without one), stores an input example, the training-data profile
     and fingerprint, sha256 hashes of every artifact, and lineage. ``pii`` (column ->
     ``"hash"`` or ``"drop"``) decides what the audit log keeps of personal data.
+
+    ``passthrough``: columns requests may carry that the log keeps but the model never
+    sees (segments, sensitive attributes, business keys), e.g. ``["region"]``; they
+    need not be in ``X`` (and are left out of the model's input if they are).
+
+    ``anomaly_fpr``: the share of held-out training rows the stored anomaly detector
+    flags (``nd.anomalies``); None skips fitting it.
     """
     from nbdeploy import flavors, profiling
     from nbdeploy.auditlog.privacy import check_policy
     from nbdeploy.schema import Schema, as_frame
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+    names.check(name, "model")
+    if alias is not None:
+        check_alias(alias)
+    reserved = sorted(str(k) for k in tags or {} if str(k).lower().startswith(TAG))
+    if reserved:  # else tags={"nbdeploy.test.passed": "true"} would pass the gate
         raise RegistryError(
-            f"{name!r} is not a usable model name; use letters, digits, "
-            "'_', '-' and '.' (e.g. 'churn')"
+            f"tag {reserved[0]!r}: the {TAG!r} prefix is reserved for what nbdeploy records "
+            "(test results, artifact hashes); name your tag otherwise"
         )
     if X is None:
         raise SignatureError(
             "nd.register needs the training features X to build the "
             "signature that serving enforces: nd.register(model, name, X, y)"
         )
-    schema = Schema.infer(X)
+    keep = _passthrough_names(passthrough)
+    if keep and hasattr(X, "columns"):
+        X = X.drop(columns=[c for c in X.columns if str(c) in keep])
+    schema = dataclasses.replace(Schema.infer(X), passthrough=keep)
     policy = check_policy(pii, schema.names)
     frame = as_frame(X, schema.names)
     flavor = flavors.detect(model)
@@ -271,6 +294,8 @@ def register(
             "lineage": lineage.collect(),
             **({"pii": policy} if policy else {}),
         }
+        if anomaly_fpr is not None:
+            metadata["anomaly"] = _fit_detector(frame, path, anomaly_fpr, metadata.get("pii"))
         _write_json(path / METADATA, metadata)
         profile = profiling.build_profile(frame, predictions, scores)
         (path / PROFILE).write_bytes(_dumps(profile))
@@ -279,6 +304,28 @@ def register(
     if alias:
         _move_alias(mv, alias, action="register", reason="set at registration")
     return resolve(f"{name}/{mv.version}")
+
+
+def _fit_detector(frame: pd.DataFrame, path: Path, fpr: float, pii: Any) -> dict[str, Any]:
+    from nbdeploy.exceptions import NbdeployError
+    from nbdeploy.monitoring import anomalies
+
+    try:
+        return anomalies.fit_and_store(frame, path, fpr=fpr, exclude=pii or None)
+    except NbdeployError as exc:  # e.g. too few rows: registering still works
+        if "between 0 and 1" in str(exc):
+            raise
+        return {"skipped": str(exc)}
+
+
+def _passthrough_names(columns: Any) -> tuple[str, ...]:
+    if columns is None:
+        return ()
+    if isinstance(columns, str) or not all(isinstance(c, str) and c for c in columns):
+        raise RegistryError(
+            "passthrough must be a list of column names, e.g. passthrough=['region']"
+        )
+    return tuple(dict.fromkeys(columns))
 
 
 def _example(frame: pd.DataFrame) -> dict[str, list[Any]]:
@@ -344,9 +391,17 @@ def _log_and_register(
 # -- artifacts and trust -----------------------------------------------------------
 
 
-def cache_path(name: str, version: int) -> Path:
-    """Where a version's files are kept locally once fetched (and verified on every use)."""
-    return config.settings().cache_dir / "models" / name / str(version)
+def cache_path(name: str, version: int, manifest_sha: str | None) -> Path:
+    """Where a version's files are kept locally once fetched (and verified on every use).
+
+    Keyed by the registry (two tracking URIs may both have a churn/1) and the manifest
+    hash (what the files are), not by name and version alone.
+    """
+    registry = hashlib.sha256(config.settings().tracking_uri.encode()).hexdigest()[:16]
+    return (
+        config.settings().cache_dir / "models" / registry / name
+        / f"{version}-{manifest_sha or 'unverified'}"
+    )  # fmt: skip
 
 
 def manifest_sha(mv: ModelVersion) -> str | None:
@@ -356,15 +411,21 @@ def manifest_sha(mv: ModelVersion) -> str | None:
 
 
 def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
-    """A verified local copy of the version's model folder."""
+    """A verified local copy of the version's model folder (to copy; to load from,
+    use :func:`fetch_verified`: the folder can change after this check)."""
+    return fetch_verified(mv, trust_unverified=trust_unverified).path
+
+
+def fetch_verified(mv: ModelVersion, *, trust_unverified: bool = False) -> Verified:
+    """The version's files, fetched to the cache, read once and checked against the
+    registered hashes: load from these bytes, never from the folder again."""
     what = f"{mv.name}/{mv.version}"
     expected = manifest_sha(mv)
-    target = cache_path(mv.name, mv.version)
+    target = cache_path(mv.name, mv.version, expected)
     if not target.is_dir():
         _download(mv.source, target, what)
-    if expected or not (trust_unverified or config.settings().trust_unverified):
-        verify(target, expected, what=what)
-    return target
+    trusted = trust_unverified or config.settings().trust_unverified
+    return read_verified(target, expected, what=what, trust_unverified=trusted)
 
 
 def _download(source: str, target: Path, what: str) -> None:
@@ -403,7 +464,7 @@ def read_json(path: Path, name: str) -> dict[str, Any]:
 def load_profile(ref: str | ModelVersion) -> dict[str, Any]:
     """The reference profile stored when the version was registered."""
     mv = resolve(ref)
-    return read_json(fetch_model(mv), PROFILE)
+    return fetch_verified(mv).json(PROFILE)
 
 
 # -- aliases and history --------------------------------------------------------------
@@ -421,6 +482,56 @@ def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
     tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
     raw = tags.get(TAG + "test.report")
     return json.loads(raw) if raw else None
+
+
+def store_holdout(mv: ModelVersion, frame: pd.DataFrame) -> str:
+    """Keep the labelled held-out data of ``nd.test`` with the version (for label-free
+    estimates): a Parquet artifact of the version's run, its sha256 a version tag."""
+    c = client()
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
+        file = Path(tmp) / f"holdout-{time.time_ns()}.parquet"
+        frame.to_parquet(file, index=False)
+        sha = hashlib.sha256(file.read_bytes()).hexdigest()
+        c.log_artifact(mv.run_id, str(file), "holdout")
+    version = str(mv.version)
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.path", f"holdout/{file.name}")
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.sha256", sha)
+    return sha
+
+
+def load_holdout(mv: ModelVersion) -> pd.DataFrame | None:
+    """The held-out data last given to ``nd.test`` for this version, hash-verified."""
+    import pandas as pd
+
+    c = client()
+    tags = c.get_model_version(mv.name, str(mv.version)).tags or {}
+    where, sha = tags.get(TAG + "holdout.path"), tags.get(TAG + "holdout.sha256")
+    if not where or not sha:
+        return None
+    local = config.settings().cache_dir / "holdout" / mv.name / f"{mv.version}-{sha[:16]}.parquet"
+    if not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="nbdeploy-", dir=local.parent) as tmp:
+            got = Path(c.download_artifacts(mv.run_id, where, tmp))
+            got.replace(local)
+    if hashlib.sha256(local.read_bytes()).hexdigest() != sha:
+        raise IntegrityError(
+            f"the held-out data of {mv.name}/{mv.version} does not match its registered "
+            "sha256; run nd.test on the version again to store it anew"
+        )
+    return pd.read_parquet(local)
+
+
+def check_alias(alias: object) -> str:
+    """The naming rule, and MLflow's own: no '.', and 'latest' and v<number> are taken."""
+    names.check(alias, "alias")
+    assert isinstance(alias, str)
+    if "." in alias or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise PromotionError(
+            f"{alias!r} is not a usable alias ('.' is not allowed, and 'latest' and "
+            "v<number> are MLflow's own); use a word like 'champion'"
+        )
+    return alias
 
 
 def alias_holder(name: str, alias: str) -> int | None:
@@ -444,13 +555,8 @@ def promote(
     succeeds (``defer`` overrides): a job that fails later promotes nothing, and no
     server follows an alias onto its version in the meantime.
     """
+    check_alias(to)
     mv = resolve(ref)
-    reserved = to.lower() == "latest" or re.fullmatch(r"[vV]\d+", to or "")
-    if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or reserved:
-        raise PromotionError(
-            f"{to!r} is not a usable alias ('latest' and v<number> are MLflow's own); "
-            "use a word like 'champion'"
-        )
     if not force and mv.test_passed is not True:
         state = "never tested" if mv.test_passed is None else "failed its last nd.test"
         raise PromotionError(
@@ -497,7 +603,8 @@ def settle_promotions(job_run_id: str, *, succeeded: bool) -> list[str]:
 
 def rollback(name: str, alias: str = "champion") -> ModelVersion:
     """Move ``alias`` back to the version that held it before the current holder."""
-    parse_ref(f"{name}@{alias}")
+    names.check(name, "model")
+    check_alias(alias)
     events = [e for e in _history_events(name) if e["alias"] == alias]
     stack: list[int] = []
     for event in events:

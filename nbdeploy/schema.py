@@ -49,6 +49,9 @@ class Schema:
     columns: tuple[Column, ...]
     #: True when the model was trained on a bare array (columns named by position).
     positional: bool = False
+    #: Columns requests may carry for the log only (segments, sensitive attributes,
+    #: business keys): parsed and kept beside the features, never given to the model.
+    passthrough: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -59,11 +62,21 @@ class Schema:
         return all(c.type in NUMERIC for c in self.columns)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"columns": [c.to_dict() for c in self.columns], "positional": self.positional}
+        out: dict[str, Any] = {
+            "columns": [c.to_dict() for c in self.columns],
+            "positional": self.positional,
+        }
+        if self.passthrough:
+            out["passthrough"] = list(self.passthrough)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:
-        return cls(tuple(Column(**c) for c in data["columns"]), bool(data.get("positional")))
+        return cls(
+            tuple(Column(**c) for c in data["columns"]),
+            bool(data.get("positional")),
+            tuple(data.get("passthrough") or ()),
+        )
 
     # -- building ----------------------------------------------------------
 
@@ -136,6 +149,9 @@ class Schema:
             out[col.name] = self._column(
                 col, series.to_numpy() if numeric else series.astype(object).tolist()
             )
+        for name in self.passthrough:
+            if name in by_name:
+                out[name] = _passthrough(name, frame[by_name[name]].astype(object).tolist(), True)
         return out
 
     def from_rows(
@@ -178,7 +194,11 @@ class Schema:
                 raise SchemaError("every record must be a JSON object", code="bad_request")
             if record.keys() != expected:
                 self._check_names(list(record))
-        return self.from_columns({n: [r[n] for r in records] for n in self.names})
+        out = self.from_columns({n: [r[n] for r in records] for n in self.names})
+        for name in self.passthrough:
+            if any(name in r for r in records):
+                out[name] = _passthrough(name, [r.get(name) for r in records])
+        return out
 
     def from_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
         """Column name -> values (``inputs`` as an object, OIP V2 named inputs)."""
@@ -192,7 +212,11 @@ class Schema:
             raise SchemaError("all columns must have the same number of values", code="bad_request")
         if lengths == {0}:
             raise SchemaError("the batch is empty: send at least one row")
-        return {c.name: self._column(c, columns[c.name]) for c in self.columns}
+        out = {c.name: self._column(c, columns[c.name]) for c in self.columns}
+        for name in self.passthrough:
+            if name in columns:
+                out[name] = _passthrough(name, columns[name])
+        return out
 
     # -- helpers -------------------------------------------------------------
 
@@ -200,6 +224,10 @@ class Schema:
         expected = self.names
         if names == expected:
             return
+        if self.passthrough:  # they may come along, in any order, or not at all
+            names = [n for n in names if n not in self.passthrough]
+            if names == expected:
+                return
         missing = [n for n in expected if n not in set(names)]
         extra = [n for n in names if n not in set(expected)]
         if missing:
@@ -318,6 +346,34 @@ def in_pandas_terms(exc: SchemaError, X: Any) -> SchemaError:
         column=column,
         code=exc.code,
     )
+
+
+def _passthrough(name: str, values: Any, from_python: bool = False) -> np.ndarray:
+    """A passthrough column as an object array of JSON scalars (missing as None).
+
+    From a DataFrame (``from_python``) anything else, e.g. a timestamp, is kept as its
+    text; from the wire a nested list or object is refused, since the log keeps scalars.
+    """
+    if not isinstance(values, list | tuple | np.ndarray):
+        raise SchemaError(
+            f"passthrough column {name!r} must be a list of values", code="bad_request"
+        )
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if _missing(v):
+            out[i] = None
+        elif isinstance(v, str | bool | int | float):
+            out[i] = v
+        elif from_python and not isinstance(v, list | dict | tuple):
+            out[i] = str(v)
+        else:
+            raise SchemaError(
+                f"passthrough column {name!r} takes text, numbers or booleans, got {_json_type(v)}",
+                column=name,
+            )
+    return out
 
 
 def _column_type(series: pd.Series) -> str:

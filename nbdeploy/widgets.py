@@ -33,12 +33,16 @@ __all__ = ["MonitorPanel", "monitor"]
 
 
 class MonitorPanel(widgets.VBox):
-    """Tabs Overview, Drift, Quality, Performance, Alerts, Compare; a window selector."""
+    """Tabs Overview, Drift, Quality, Performance, Fairness, Alerts, Compare; a window selector."""
 
-    def __init__(self, name: str, window: str = "1h", *, interval: float = 3.0) -> None:
+    def __init__(
+        self, name: str, window: str = "1h", *, interval: float = 3.0, by: str | None = None
+    ) -> None:
         if window not in WINDOWS:
             raise NbdeployError(f"window must be one of {list(WINDOWS)}, not {window!r}")
         self.name, self.interval = name, interval
+        #: a logged column the Drift, Quality and Performance tabs are sliced by
+        self.by = by
         self.report: MonitorReport | None = None
         self.updates = 0
         self._lock = threading.Lock()
@@ -60,7 +64,7 @@ class MonitorPanel(widgets.VBox):
     def refresh(self) -> MonitorReport:
         """Recompute the report for the selected window and update every tab."""
         with self._lock:
-            rep = report(self.name, self.window.value)
+            rep = report(self.name, self.window.value, by=self.by)
             for tab, content in rep.sections().items():
                 if self.panes[tab].value != content:
                     self.panes[tab].value = content
@@ -155,15 +159,21 @@ def _poll(panel_ref: weakref.ref[MonitorPanel], stopped: threading.Event) -> Non
 
 
 def monitor(
-    name: str, window: str = "1h", *, live: bool = True, interval: float = 3.0
+    name: str,
+    window: str = "1h",
+    *,
+    live: bool = True,
+    interval: float = 3.0,
+    by: str | None = None,
 ) -> MonitorPanel:
     """The monitor panel of deployment ``name`` (live refresh every ``interval`` s).
 
     ``window`` is one of ``"15m"``, ``"1h"``, ``"6h"``, ``"24h"``, ``"7d"``, ``"all"``
-    (changeable in the panel). ``panel.stop()`` or closing it ends live refresh;
+    (changeable in the panel). ``by``: a logged column (e.g. a passthrough column) to
+    slice drift, quality and performance by. ``panel.stop()`` or closing it ends live refresh;
     ``panel.report`` is the current :class:`~nbdeploy.monitoring.MonitorReport`.
     """
-    panel = MonitorPanel(name, window, interval=interval)
+    panel = MonitorPanel(name, window, interval=interval, by=by)
     previous = _live.get(name)
     if previous is not None:  # re-running the cell: the old panel stops refreshing
         previous.stop()

@@ -170,7 +170,8 @@ def erase_rows(inputs: bytes, rows: Iterable[int], when: float, why: str) -> byt
         for column in columns:
             for i in wanted:
                 column[i] = None
-        body = {} if len(erased) == len(digests) else {"columnar": columns}
+        kept = {"passthrough": body["passthrough"]} if "passthrough" in body else {}
+        body = {} if len(erased) == len(digests) else {"columnar": columns, **kept}
     body["erased"] = erased
     return encode_payload(body)
 

@@ -255,19 +255,21 @@ class AuditLog:
 
         self._write("predictions", work)
 
-    def add_alert(self, values: tuple[Any, ...], webhook: str = "") -> None:
-        """Record a fired alert (``values`` in :data:`chain.ALERT_FIELDS` order)."""
+    def add_alert(self, values: tuple[Any, ...], webhook: str = "") -> int:
+        """Record a fired alert (``values`` in :data:`chain.ALERT_FIELDS` order); its seq."""
 
-        def work() -> None:
+        def work() -> int:
             prev = self._last("alerts")
             digest = self.chain.link(prev, chains.alert_content(values))
-            self.db.execute(
+            cursor = self.db.execute(
                 f"INSERT INTO alerts ({_ALERT_COLUMNS}, prev_hash, hash) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (*values, webhook, prev, digest),
             )
+            return int(cursor.lastrowid or 0)
 
-        self._write("an alert", work)
+        seq: int = self._write("an alert", work)
+        return seq
 
     def reject(self, rows: list[tuple[float, str, str, str, int]]) -> None:
         """Count rejected requests, never their payload: (ts, deployment, model, code,

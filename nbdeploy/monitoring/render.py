@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from nbdeploy.monitoring.report import MonitorReport
 
-TABS = ("Overview", "Drift", "Quality", "Performance", "Alerts", "Compare")
+TABS = ("Overview", "Drift", "Quality", "Performance", "Fairness", "Alerts", "Compare")
 _TABLE = "border-collapse:collapse;font-size:12px;margin:4px 0"
 _CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:right"
 _REF, _CUR, _BAD = "#b0b7c3", "#2f6fba", "#d9534f"
@@ -251,8 +251,10 @@ def _pct(x: float) -> str:
 
 
 def sections(r: MonitorReport) -> dict[str, str]:
-    render = (overview, drift, quality, performance, alerts, compare)
-    return {tab: fn(r) for tab, fn in zip(TABS, render, strict=True)}
+    from nbdeploy.monitoring.beyond import extend
+
+    render = (overview, drift, quality, performance, lambda _: "", alerts, compare)
+    return extend(r, {tab: fn(r) for tab, fn in zip(TABS, render, strict=True)})
 
 
 def header(r: MonitorReport) -> str:

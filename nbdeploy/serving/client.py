@@ -124,17 +124,24 @@ class Deployment:
         stop(self.name)
 
     def _repr_html_(self) -> str:
+        # every value the server sent is text to escape, whatever its type
         state = self.status()
         live = state.get("status") == "ready"
+        warnings = state.get("warnings") or []
+        warnings = warnings if isinstance(warnings, list) else [warnings]
+
+        def text(value: Any) -> str:
+            return html.escape(str(value))
+
         return _table(
             f"deployment {self.name}",
             [
-                ("url", f"<code>{html.escape(self.url)}</code>"),
-                ("serves", html.escape(f"{self.ref} (version {state.get('model_version', '?')})")),
-                ("pid", str(self.pid)),
-                ("requests", str(state.get("requests", ""))),
-                ("predictions logged", str(state.get("predictions", ""))),
-                ("warnings", html.escape("; ".join(state.get("warnings", []))) or "none"),
+                ("url", f"<code>{text(self.url)}</code>"),
+                ("serves", text(f"{self.ref} (version {state.get('model_version', '?')})")),
+                ("pid", text(self.pid)),
+                ("requests", text(state.get("requests", ""))),
+                ("predictions logged", text(state.get("predictions", ""))),
+                ("warnings", text("; ".join(str(w) for w in warnings)) or "none"),
             ],
-            _badge(state.get("status", "unknown"), live),
+            _badge(str(state.get("status", "unknown")), live),
         )
