@@ -99,6 +99,12 @@ class Settings:
     def cache_dir(self) -> Path:
         return self.home / "cache"
 
+    @property
+    def user_cache_dir(self) -> Path:
+        """Shared by every home of this user: what is the same for all of them."""
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base).expanduser() / "nbdeploy"
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"NBDEPLOY_{name}", default)

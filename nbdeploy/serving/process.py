@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config, names
 from nbdeploy.exceptions import DeploymentError
+from nbdeploy.models import Stopped
 from nbdeploy.serving.client import Deployment
 
 if TYPE_CHECKING:
@@ -237,13 +238,13 @@ def serve(
     )
 
 
-def stop(name: str | None = None, *, all: bool = False) -> list[str]:
+def stop(name: str | None = None, *, all: bool = False) -> Stopped:
     """Stop one deployment (or every one with ``all=True``); returns the names stopped."""
     if not all and name is None:
         raise DeploymentError("name a deployment to stop, or pass all=True")
     if not all and _read_state(names.check(name, "deployment")) is None:
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
-    stopped = []
+        raise _no_deployment(name)
+    stopped = Stopped()
     for each in _known_names() if all else [name]:
         info = _read_state(str(each))
         if info is None:
@@ -307,10 +308,19 @@ def deployments() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "ref", "version", "url", "pid", "status"])
 
 
+def _no_deployment(name: str | None) -> DeploymentError:
+    from nbdeploy.hints import closest
+
+    guess = closest(str(name), _known_names())
+    if guess is not None:
+        return DeploymentError(f"no deployment named {name!r}; did you mean {guess!r}?")
+    return DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+
+
 def deployment(name: str) -> Deployment:
     info = _read_state(name)
     if info is None:
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+        raise _no_deployment(name)
     return Deployment(
         name=name,
         ref=info["ref"],
