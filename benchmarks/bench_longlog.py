@@ -82,7 +82,7 @@ def fill(db: Path, n: int, batch: int, days: float, row: list[float]) -> dict[st
     """Append ``n`` single-row records the way the server logs them, oldest first."""
     import numpy as np
 
-    from nbdeploy.auditlog import AuditLog, Record, encode_payload
+    from nbdeploy.auditlog import AuditLog, Record, encode_inputs, encode_payload
 
     rng = np.random.default_rng(7)
     columns = bs.COLUMNS
@@ -93,11 +93,10 @@ def fill(db: Path, n: int, batch: int, days: float, row: list[float]) -> dict[st
         body = {
             "columns": columns,
             "predictions": np.asarray([int(p > 0.5)]),
-            "data": x,
             "proba": np.asarray([[1 - p, p]]),
             "classes": [0, 1],
         }
-        payloads.append(encode_payload(body))
+        payloads.append((encode_payload(body), encode_inputs(columns, x)))
     log = AuditLog(db)
     log.db.execute("PRAGMA cache_size=-262144")  # 256 MB for this loader only
     start_ts, step = time.time() - days * 86400, days * 86400 / n
@@ -114,7 +113,8 @@ def fill(db: Path, n: int, batch: int, days: float, row: list[float]) -> dict[st
                 role="served",
                 n_rows=1,
                 latency_ms=0.4,
-                payload=payloads[(done + i) & 255],
+                payload=payloads[(done + i) & 255][0],
+                inputs=payloads[(done + i) & 255][1],
                 ts=start_ts + (done + i) * step,
             )
             for i in range(k)
@@ -135,7 +135,7 @@ def commit_cost(db: Path, row: list[float], n: int = 500) -> tuple[float, float]
     """Median seconds and mean WAL pages per single-record commit on the current log."""
     import numpy as np
 
-    from nbdeploy.auditlog import AuditLog, Record, encode_payload
+    from nbdeploy.auditlog import AuditLog, Record, encode_inputs, encode_payload
 
     log = AuditLog(db)
     log.db.execute("PRAGMA wal_autocheckpoint=0")
@@ -143,17 +143,19 @@ def commit_cost(db: Path, row: list[float], n: int = 500) -> tuple[float, float]
         {
             "columns": bs.COLUMNS,
             "predictions": np.asarray([1]),
-            "data": np.asarray([row]),
             "proba": np.asarray([[0.3, 0.7]]),
             "classes": [0, 1],
         }
     )
+    inputs = encode_inputs(bs.COLUMNS, np.asarray([row], dtype=np.float64))
     wal = db.with_name(db.name + "-wal")
     page = log.db.execute("PRAGMA page_size").fetchone()[0]
     before = wal.stat().st_size if wal.exists() else 0
     times = []
     for _ in range(n):
-        record = Record(os.urandom(8).hex(), MODEL, MODEL, 1, None, "served", 1, 0.4, payload)
+        record = Record(
+            os.urandom(8).hex(), MODEL, MODEL, 1, None, "served", 1, 0.4, payload, inputs
+        )
         t = time.perf_counter()
         log.append([record])
         times.append(time.perf_counter() - t)

@@ -7,7 +7,8 @@ fixed schedule over a keep-alive connection; latency counts from the scheduled s
 time, so a server that falls behind shows its queueing (no coordinated omission). Every
 ``--interval`` seconds it records, per server: achieved requests/s, p50 and p99,
 resident memory of all the server's processes (for nbdeploy that includes its
-alert-check child), and for nbdeploy the sizes of ``audit.db`` and its WAL. Output: a CSV, a markdown summary and a PNG (matplotlib).
+alert-check child), and for nbdeploy the sizes of ``audit.db`` and its WAL.
+Output: a CSV, a markdown summary and a PNG (matplotlib).
 
 Run from the repository root (an hour by default)::
 

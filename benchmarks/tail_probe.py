@@ -20,7 +20,6 @@ import gc
 import os
 import shutil
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -52,27 +51,20 @@ def timed(kind: str, fn: Any) -> Any:
 
 def instrument() -> None:
     from nbdeploy.auditlog import store
-    from nbdeploy.monitoring import rules
+    from nbdeploy.monitoring import alerting
     from nbdeploy.serving import batching
 
     store.AuditLog.append = timed("audit-log commit", store.AuditLog.append)  # type: ignore[method-assign]
-    rules.check_alerts = timed("alert check", rules.check_alerts)
+    alerting.check_alerts = timed("alert check", alerting.check_alerts)  # (in its child)
     registry_module = sys.modules["nbdeploy.registry"]
     registry_module.alias_holder = timed("alias poll", registry_module.alias_holder)  # type: ignore[attr-defined]
     del batching  # the follower imports registry lazily: the patch above is what it calls
 
-    def checkpoint_loop(self: Any) -> None:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        while True:
-            time.sleep(1.0)
-            start = time.perf_counter()
-            try:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                continue
-            EVENTS["WAL checkpoint"].append((start, time.perf_counter()))
+    from nbdeploy.auditlog import maintenance
 
-    store._Checkpointer.run = checkpoint_loop  # type: ignore[method-assign]
+    maintenance.Maintenance.checkpoint = timed(  # type: ignore[method-assign]
+        "WAL checkpoint", maintenance.Maintenance.checkpoint
+    )
     began: dict[int, float] = {}
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
@@ -120,7 +112,7 @@ def probe(args: argparse.Namespace, home: Path) -> int:
 
     import nbdeploy as nd
     from nbdeploy import config
-    from nbdeploy.monitoring.rules import start_timer
+    from nbdeploy.monitoring.alerting import start_timer
     from nbdeploy.serving import server as srv
     from nbdeploy.serving.app import App
 

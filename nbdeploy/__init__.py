@@ -45,12 +45,16 @@ _LAZY = {
     "deployments": "nbdeploy.serving.process",
     "logs": "nbdeploy.auditlog",
     "feedback": "nbdeploy.auditlog",
+    "verify": "nbdeploy.auditlog",
+    "erase": "nbdeploy.auditlog",
+    "VerifyReport": "nbdeploy.auditlog",
     "score": "nbdeploy.scoring",
     "drift": "nbdeploy.monitoring",
     "monitor": "nbdeploy.widgets",
     "run_job": "nbdeploy.runner",
     "jobs": "nbdeploy.runner",
     "schedule": "nbdeploy.scheduler",
+    "unschedule": "nbdeploy.scheduler",
     "audit": "nbdeploy.auditing",
     "JobRun": "nbdeploy.models",
     "AuditRecord": "nbdeploy.models",
@@ -59,8 +63,15 @@ _LAZY = {
     "Comparison": "nbdeploy.models",
     "ModelVersion": "nbdeploy.models",
     "TestReport": "nbdeploy.models",
-    "Deployment": "nbdeploy.models",
+    "Deployment": "nbdeploy.serving.client",
     "DriftReport": "nbdeploy.monitoring.driftstats",
+    "fairness": "nbdeploy.monitoring.fairness",
+    "anomalies": "nbdeploy.monitoring.anomalies",
+    "estimate": "nbdeploy.monitoring.estimate",
+    "segments": "nbdeploy.monitoring.segments",
+    "Estimate": "nbdeploy.monitoring.estimation",
+    "PerformanceEstimate": "nbdeploy.monitoring.estimate",
+    "FairnessReport": "nbdeploy.monitoring.fairness",
 }
 
 __all__ = [
@@ -71,20 +82,28 @@ __all__ = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "Estimate",
+    "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
     "ModelVersion",
     "NbdeployError",
+    "PerformanceEstimate",
     "PromotionError",
     "RegistryError",
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
+    "anomalies",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
+    "estimate",
+    "fairness",
     "feedback",
     "history",
     "jobs",
@@ -98,30 +117,38 @@ __all__ = [
     "run_job",
     "schedule",
     "score",
+    "segments",
     "serve",
     "stop",
     "test",
+    "unschedule",
+    "verify",
 ]
 
 if TYPE_CHECKING:
     from nbdeploy.auditing import audit
-    from nbdeploy.auditlog import feedback, logs
+    from nbdeploy.auditlog import VerifyReport, erase, feedback, logs, verify
     from nbdeploy.comparison import compare, retire
     from nbdeploy.gate import test
     from nbdeploy.models import (
         AuditRecord,
         Comparison,
-        Deployment,
         JobRun,
         ModelVersion,
         TestReport,
     )
     from nbdeploy.monitoring import drift
+    from nbdeploy.monitoring.anomalies import anomalies
     from nbdeploy.monitoring.driftstats import DriftReport
+    from nbdeploy.monitoring.estimate import PerformanceEstimate, estimate
+    from nbdeploy.monitoring.estimation import Estimate
+    from nbdeploy.monitoring.fairness import FairnessReport, fairness
+    from nbdeploy.monitoring.segments import segments
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
-    from nbdeploy.scheduler import schedule
+    from nbdeploy.scheduler import schedule, unschedule
     from nbdeploy.scoring import score
+    from nbdeploy.serving.client import Deployment
     from nbdeploy.serving.process import deployments, serve, stop
     from nbdeploy.widgets import monitor
 
@@ -147,8 +174,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    """Jupyter server discovery: the REST API behind the lab panel (``nbdeploy.server``)."""
-    return [{"module": "nbdeploy.server"}]
+    """Jupyter server discovery: the REST API behind the lab panel (``nbdeploy.labapi``)."""
+    return [{"module": "nbdeploy.labapi"}]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy.auditlog import Record, shared
 from nbdeploy.exceptions import NbdeployError
+from nbdeploy.progress import Progress
 from nbdeploy.serving.batching import Predictor
 
 
@@ -50,7 +51,6 @@ def score(
 ) -> Any:
     """Score ``data`` with ``ref``: a DataFrame back, or ``output`` written and its path back."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from nbdeploy.serving.adapter import load
 
@@ -67,7 +67,7 @@ def score(
     writer: Any = None
     parts = []
     try:
-        with tqdm(
+        with Progress(
             total=total,
             unit="rows",
             desc=f"scoring {model.name} v{model.version.version}",
@@ -83,6 +83,7 @@ def score(
                         result[f"proba_{cls}"] = out.proba[:, j]
                     result["score"] = out.proba.max(axis=1)
                 if log:
+                    payload, inputs = Predictor._payload(model, columns, out)
                     record = Record(
                         request_id=job,
                         deployment="",
@@ -92,7 +93,8 @@ def score(
                         role="batch",
                         n_rows=len(chunk),
                         latency_ms=0.0,
-                        payload=Predictor._payload(model, columns, out),
+                        payload=payload,
+                        inputs=inputs,
                     )
                     shared().append([record])
                     result["prediction_id"] = record.prediction_ids()

@@ -8,7 +8,7 @@ import sys
 
 import nbdeploy
 
-HEAVY = ("mlflow", "sklearn", "papermill", "ipywidgets", "pandas")
+HEAVY = ("mlflow", "sklearn", "papermill", "ipywidgets", "pandas", "fairlearn")
 
 EXPECTED_ALL = [
     "AuditLogError",
@@ -18,20 +18,28 @@ EXPECTED_ALL = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "Estimate",
+    "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
     "ModelVersion",
     "NbdeployError",
+    "PerformanceEstimate",
     "PromotionError",
     "RegistryError",
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
+    "anomalies",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
+    "estimate",
+    "fairness",
     "feedback",
     "history",
     "jobs",
@@ -45,9 +53,12 @@ EXPECTED_ALL = [
     "run_job",
     "schedule",
     "score",
+    "segments",
     "serve",
     "stop",
     "test",
+    "unschedule",
+    "verify",
 ]
 
 
@@ -120,7 +131,7 @@ def test_importing_submodules_never_shadows_a_public_function():
     import nbdeploy as nd
 
     for module in pkgutil.walk_packages(nd.__path__, "nbdeploy."):
-        if module.name.endswith(("labextension", "server")):
+        if module.name.endswith(("labextension", "labapi", "server")):
             continue
         importlib.import_module(module.name)
     for name in nd.__all__:

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from nbdeploy import config, durations
-from nbdeploy.auditlog.payload import decode_inputs, decode_payload
+from nbdeploy.auditlog.payload import decode_inputs, decode_record
 from nbdeploy.auditlog.store import shared
 from nbdeploy.exceptions import AuditLogError
 
@@ -62,12 +62,18 @@ def logs(
     if role not in (None, "served", "shadow", "batch"):
         raise AuditLogError(f"role must be 'served', 'shadow' or 'batch', not {role!r}")
     records = shared().records(name, since=parse_time(since), limit=limit, role=role)
+    if not records and since is None and role is None:  # a typo is not an empty log
+        from nbdeploy.hints import unknown_name
+
+        error = unknown_name(name)
+        if error is not None:
+            raise error
     meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
     features: dict[str, list[Any]] = {}
     outputs: dict[str, list[Any]] = {}
     total = 0
-    for rid, req, ts, model, version, alias, rrole, latency, n, payload in records:
-        body = decode_payload(payload)
+    for rid, req, ts, model, version, alias, rrole, latency, n, payload, inputs in records:
+        body = decode_record(payload, inputs)
         meta["prediction_id"].extend(f"{rid}-{i}" for i in range(n))
         for key, value in (
             ("request_id", req),

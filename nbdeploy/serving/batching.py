@@ -6,9 +6,17 @@ batch, with no timer and no added latency when traffic is light. The flush
 predicts once, writes one audit-log transaction (group commit) and only then
 releases the responses, so an acknowledged prediction is durable.
 
+The commit runs on one writer thread of its own, never on the event loop: when
+another process holds the log's write lock, health and every other route keep
+answering while the batch waits, and after ``wait_s`` its requests get an error
+(a 503) rather than an answer without its row. Batches that arrive meanwhile
+predict and queue behind it; the single writer keeps the chain in commit order.
+
 A running server follows its alias: a thread polls the registry, loads and warms
-up the new version, then swaps one reference. A batch reads that reference once,
-so every request is answered, and logged, by exactly one version.
+up the new version, then swaps one reference. A request remembers the version
+whose schema parsed it, and that version answers and logs it, even when the
+alias moved between parsing and the batch: columns parsed for one version are
+never fed to another.
 """
 
 from __future__ import annotations
@@ -16,18 +24,28 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from nbdeploy.auditlog import AuditLog, Record, encode_payload
+from nbdeploy.auditlog import AuditLog, Record, encode_inputs, encode_payload
 from nbdeploy.auditlog.store import ordered_id
 from nbdeploy.exceptions import AuditLogError, DeploymentError, NbdeployError, SchemaError
 from nbdeploy.serving.adapter import LoadedModel, Output, load
 
-if TYPE_CHECKING:
-    from nbdeploy.serving.routing import Policy, ShadowRunner
+
+# What a predictor needs from routing (``routing.Policy``, ``routing.ShadowRunner``),
+# stated here so that batching never imports routing, which builds on it.
+class AnswerPolicy(Protocol):
+    def apply(self, out: Output, inputs: Any) -> Output: ...
+
+    def describe(self) -> str: ...
+
+
+class ShadowSink(Protocol):
+    def offer(self, items: list[tuple[Any, str, int]]) -> None: ...
 
 
 @dataclass
@@ -36,6 +54,8 @@ class Pending:
     n_rows: int
     started: float
     future: asyncio.Future[Answer]
+    #: the version whose schema parsed ``inputs``: it answers them
+    model: LoadedModel
     request_id: str = field(default_factory=lambda: ordered_id(16))  # indexed: see ordered_id
 
 
@@ -64,8 +84,10 @@ class Predictor:
         model: LoadedModel,
         log: AuditLog,
         *,
-        policy: Policy | None = None,
-        shadows: ShadowRunner | None = None,
+        policy: AnswerPolicy | None = None,
+        shadows: ShadowSink | None = None,
+        writer: Executor | None = None,
+        wait_s: float = 2.0,
     ) -> None:
         self.deployment = deployment
         self.current = model
@@ -74,6 +96,10 @@ class Predictor:
         self.policy = policy
         #: Gets every answered batch after its responses are released.
         self.shadows = shadows
+        #: the one thread that commits to the log (None: commit inline, as a script would)
+        self.writer = writer
+        #: how long a batch may wait for the log before its requests fail
+        self.wait_s = wait_s
         self.pending: list[Pending] = []
         self.scheduled = False
         self.stats = {"batches": 0, "predictions": 0, "batch_rows_max": 0}
@@ -84,9 +110,13 @@ class Predictor:
         n_rows: int,
         started: float,
         request_id: str | None = None,
+        *,
+        model: LoadedModel | None = None,
     ) -> Answer:
+        """Answer one request; ``model`` is the version whose schema parsed ``inputs``
+        (default: the current one)."""
         loop = asyncio.get_running_loop()
-        item = Pending(inputs, n_rows, started, loop.create_future())
+        item = Pending(inputs, n_rows, started, loop.create_future(), model or self.current)
         if request_id:
             item.request_id = request_id
         self.pending.append(item)
@@ -97,17 +127,24 @@ class Predictor:
 
     def flush(self) -> None:
         batch, self.pending, self.scheduled = self.pending, [], False
-        try:
-            self._flush(batch)
-        except BaseException as exc:  # whatever broke, no request may wait forever
-            print(f"nbdeploy: batch failed: {type(exc).__name__}", flush=True)
-            for item in batch:
-                _fail(item.future, exc)
-            if not isinstance(exc, Exception):
-                raise
+        groups: dict[int, list[Pending]] = {}
+        for item in batch:  # one group, unless the alias moved while requests were parsed
+            groups.setdefault(id(item.model), []).append(item)
+        for group in groups.values():
+            try:
+                self._flush(group, group[0].model)
+            except BaseException as exc:  # whatever broke, no request may wait forever
+                self._broken(group, exc)
+                if not isinstance(exc, Exception):
+                    raise
 
-    def _flush(self, batch: list[Pending]) -> None:
-        model = self.current
+    @staticmethod
+    def _broken(batch: list[Pending], exc: BaseException) -> None:
+        print(f"nbdeploy: batch failed: {type(exc).__name__}", flush=True)
+        for item in batch:
+            _fail(item.future, exc)
+
+    def _flush(self, batch: list[Pending], model: LoadedModel) -> None:
         outputs = self._predict(model, batch)
         records, answers = [], []
         done = time.perf_counter()
@@ -115,7 +152,7 @@ class Predictor:
             if isinstance(out, BaseException):
                 continue
             try:
-                payload = self._payload(model, item.inputs, out)
+                payload, inputs = self._payload(model, item.inputs, out)
             except Exception as exc:  # e.g. an output type the log cannot store
                 outputs[i] = DeploymentError(
                     f"the model's output could not be logged ({type(exc).__name__}), so no "
@@ -132,6 +169,7 @@ class Predictor:
                 n_rows=item.n_rows,
                 latency_ms=(done - item.started) * 1000.0,
                 payload=payload,
+                inputs=inputs,
             )
             records.append(record)
             answers.append(
@@ -148,12 +186,46 @@ class Predictor:
                     ),
                 )
             )
-        try:
-            if records:
-                self.log.append(records)
-        except AuditLogError as exc:
+        if not records or self.writer is None:
+            error: BaseException | None = None
+            try:
+                if records:
+                    self.log.append(records)
+            except AuditLogError as exc:
+                error = exc
+            self._release(batch, outputs, answers, error)
+            return
+        deadline = time.monotonic() + self.wait_s
+        written = asyncio.get_running_loop().run_in_executor(
+            self.writer, self._write, records, deadline
+        )
+
+        def release(written: asyncio.Future[None]) -> None:
+            try:
+                self._release(batch, outputs, answers, written.exception())
+            except BaseException as exc:
+                self._broken(batch, exc)
+
+        written.add_done_callback(release)
+
+    def _write(self, records: list[Record], deadline: float) -> None:
+        """On the writer thread: a batch that already waited its turn too long fails
+        without queueing for the lock again, so waits do not add up behind a lock."""
+        if time.monotonic() > deadline:
+            raise AuditLogError("the audit log stayed locked; nothing was written")
+        self.log.append(records)
+
+    def _release(
+        self,
+        batch: list[Pending],
+        outputs: list[Output | BaseException],
+        answers: list[tuple[Pending, Answer]],
+        error: BaseException | None,
+    ) -> None:
+        """Answer the batch once its rows are committed (or fail those that were not)."""
+        if error is not None:
             for item, _ in answers:
-                _fail(item.future, exc)
+                _fail(item.future, error)
             answers = []
         for item, out in zip(batch, outputs, strict=True):
             if isinstance(out, BaseException):
@@ -193,15 +265,14 @@ class Predictor:
         return results
 
     @staticmethod
-    def _payload(model: LoadedModel, inputs: np.ndarray | dict[str, Any], out: Output) -> bytes:
+    def _payload(
+        model: LoadedModel, inputs: np.ndarray | dict[str, Any], out: Output
+    ) -> tuple[bytes, bytes]:
+        """(outputs, inputs) as the log stores them; the model's pii policy applies."""
         body: dict[str, Any] = {
             "columns": model.schema.names,
             "predictions": _jsonable(out.predictions),
         }
-        if isinstance(inputs, np.ndarray):
-            body["data"] = inputs
-        else:
-            body["columnar"] = [_jsonable(np.asarray(inputs[c])) for c in model.schema.names]
         if out.proba is not None:
             body["proba"] = out.proba
             body["classes"] = model.classes
@@ -209,7 +280,9 @@ class Predictor:
             body["fallback"] = out.fallback
             body["fallback_reason"] = out.reasons.tolist()
             body["model_prediction"] = _jsonable(out.raw)
-        return encode_payload(body)
+        return encode_payload(body), encode_inputs(
+            model.schema.names, inputs, model.meta.get("pii")
+        )
 
 
 def _concat(batch: list[Pending], model: LoadedModel) -> np.ndarray | dict[str, Any]:

@@ -1,19 +1,23 @@
-"""What ``Deployment`` calls: a small HTTP client on the standard library."""
+"""``Deployment``, the handle of a running server, and the small HTTP client (standard
+library only) it calls. It lives here, not among the value types of ``models``, so
+that values never import the server."""
 
 from __future__ import annotations
 
+import html
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nbdeploy.exceptions import DeploymentError, SchemaError
+from nbdeploy.exceptions import DeploymentError, NbdeployError, SchemaError
+from nbdeploy.models import _badge, _table
+from nbdeploy.schema import in_pandas_terms
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from nbdeploy.models import Deployment
 
 
 def _call(
@@ -77,7 +81,10 @@ def split_payload(X: Any) -> bytes:
 def predict(dep: Deployment, X: Any) -> pd.DataFrame:
     import pandas as pd
 
-    answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    try:
+        answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    except SchemaError as exc:
+        raise in_pandas_terms(exc, X) from None
     index = X.index if isinstance(X, pd.DataFrame) else None
     columns = {
         "prediction": answer["predictions"],
@@ -88,3 +95,53 @@ def predict(dep: Deployment, X: Any) -> pd.DataFrame:
         columns["fallback"] = answer["fallback"]
         columns["fallback_reason"] = answer["fallback_reason"]
     return pd.DataFrame(columns, index=index)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A running (or stopped) model server."""
+
+    name: str
+    ref: str
+    url: str
+    pid: int
+    version: int | None = None
+    token: str | None = field(default=None, repr=False)
+
+    def predict(self, X: Any) -> pd.DataFrame:
+        """Send rows to the server; returns predictions with their ids."""
+        try:
+            return predict(self, X)
+        except NbdeployError as exc:  # the user's mistake: no frames from the client
+            raise exc.with_traceback(None) from None
+
+    def status(self) -> dict[str, Any]:
+        return status(self)
+
+    def stop(self) -> None:
+        from nbdeploy.serving.process import stop
+
+        stop(self.name)
+
+    def _repr_html_(self) -> str:
+        # every value the server sent is text to escape, whatever its type
+        state = self.status()
+        live = state.get("status") == "ready"
+        warnings = state.get("warnings") or []
+        warnings = warnings if isinstance(warnings, list) else [warnings]
+
+        def text(value: Any) -> str:
+            return html.escape(str(value))
+
+        return _table(
+            f"deployment {self.name}",
+            [
+                ("url", f"<code>{text(self.url)}</code>"),
+                ("serves", text(f"{self.ref} (version {state.get('model_version', '?')})")),
+                ("pid", text(self.pid)),
+                ("requests", text(state.get("requests", ""))),
+                ("predictions logged", text(state.get("predictions", ""))),
+                ("warnings", text("; ".join(str(w) for w in warnings)) or "none"),
+            ],
+            _badge(str(state.get("status", "unknown")), live),
+        )
