@@ -46,6 +46,9 @@ class Settings:
     start_timeout_s: float
     #: Rows per chunk in ``nd.score``.
     score_chunk_rows: int
+    #: ``NBDEPLOY_DASK_SCHEDULER``: address of a Dask scheduler for ``engine="dask"``
+    #: (``tcp://host:8786``); empty: a local cluster started for the call.
+    dask_scheduler: str | None
     #: The interactive user, recorded in lineage and history.
     user: str
     #: Notebook path as Jupyter tells the kernel (``JPY_SESSION_NAME``), if any.
@@ -191,6 +194,7 @@ def settings() -> Settings:
         alias_poll_s=_number("ALIAS_POLL_S", 1.0),
         start_timeout_s=_number("START_TIMEOUT_S", 60.0),
         score_chunk_rows=int(_number("SCORE_CHUNK_ROWS", 50_000, int)),
+        dask_scheduler=_env("DASK_SCHEDULER", "") or None,
         user=_env("USER", "") or _user(),
         session_notebook=os.environ.get("JPY_SESSION_NAME") or None,
         job_run_id=_env("JOB_RUN_ID", "") or None,

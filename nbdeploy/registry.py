@@ -298,7 +298,7 @@ def register(
     with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
         path = Path(tmp) / "model"
         flavors.save(model, flavor, path, schema, frame.head(5))
-        predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path)
+        predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path, y)
         metadata = {
             "format": 1,
             "name": name,

@@ -42,7 +42,8 @@ from nbdeploy.serving.openapi import openapi
 from nbdeploy.serving.routing import Router, ShadowRunner, retire
 
 _JSON = [(b"content-type", b"application/json")]
-_OPEN = {"/health", "/ping", "/v2/health/live"}
+# health answers without a token: Kubernetes and KServe probe readiness with a plain GET
+_OPEN = {"/health", "/ping", "/v2/health/live", "/v2/health/ready"}
 _MEDIA = ("application/json", "text/csv")
 #: bodies up to this size are parsed on the event loop; larger ones on a thread
 _INLINE_BYTES = 256 * 1024

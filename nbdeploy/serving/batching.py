@@ -350,7 +350,11 @@ class AliasFollower(threading.Thread):
                 current = self.predictor.current.version.version
                 if holder is None or holder in (current, self._refused):
                     continue
-                fresh = load(f"{self.model_name}/{holder}", trust_unverified=self.trust)
+                fresh = load(
+                    f"{self.model_name}/{holder}",
+                    trust_unverified=self.trust,
+                    runtime=self.predictor.current.runtime,
+                )
                 if self.columns is not None and fresh.schema.names != self.columns:
                     self._refused = holder
                     raise DeploymentError(

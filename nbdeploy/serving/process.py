@@ -151,8 +151,12 @@ def serve(
     threshold: float | None = None,
     fallback: Any = None,
     trust_unverified: bool = False,
+    runtime: str = "native",
 ) -> Deployment:
-    """Start a model server in the background and wait until it answers."""
+    """Start a model server in the background and wait until it answers.
+
+    ``runtime="onnx"`` answers through onnxruntime on the model's ONNX conversion.
+    """
     from nbdeploy import registry
 
     shadow = (shadow,) if isinstance(shadow, str) else tuple(shadow)
@@ -190,6 +194,8 @@ def serve(
     ]
     if trust_unverified:
         command.append("--trust-unverified")
+    if runtime != "native":
+        command += ["--runtime", runtime]
     expected = registry.manifest_sha(mv)
     if expected:  # fetched and verified here, so the server starts without the registry
         registry.fetch_model(mv)

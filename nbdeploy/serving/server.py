@@ -11,21 +11,41 @@ import importlib.util
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, Any
 
 from nbdeploy import config, registry
 from nbdeploy.auditlog import AuditLog
 from nbdeploy.exceptions import DeploymentError
-from nbdeploy.serving.adapter import LoadedModel, load, load_verified
+from nbdeploy.serving.adapter import LoadedModel, load, load_folder, load_verified
 from nbdeploy.serving.app import App
 from nbdeploy.serving.batching import AliasFollower, Predictor
 from nbdeploy.serving.process import clear_state, hold_name, write_state
 from nbdeploy.serving.routing import ABSTAIN, Policy, Router, Shadow, ShadowRunner
+
+
+def is_folder(ref: str) -> bool:
+    """Is ``ref`` a model folder on disk (``nbdeploy serve PATH``) rather than a registry ref?"""
+    return os.path.isdir(ref)
+
+
+def _default_name(ref: str) -> str:
+    """The model's name: from the ref, or from a model folder's metadata (checked)."""
+    if not is_folder(ref):
+        return registry.parse_ref(ref)[0]
+    try:
+        name = str(registry.read_json(Path(ref), registry.METADATA)["name"])
+    except (OSError, ValueError, KeyError):
+        raise DeploymentError(f"{ref} is not a model folder written by nbdeploy") from None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+        raise DeploymentError(f"the model folder {ref} names no usable model; pass --name")
+    return name
 
 
 def parse_fallback(value: Any) -> Any:
@@ -52,9 +72,11 @@ class ServerSetup:
         fallback: Any,
         trust_unverified: bool,
         resolved: str | None = None,
+        runtime: str = "native",
     ) -> None:
         s = config.settings()
         self.trust = trust_unverified
+        self.runtime = runtime
         self.followers: list[AliasFollower] = []
         # a short busy timeout: a request waits that long for a locked log, then 503
         self.log = AuditLog(background_checkpoints=True, busy_timeout_s=s.audit_wait_s)
@@ -91,12 +113,14 @@ class ServerSetup:
     def _load(
         self, ref: str, like: LoadedModel | None = None, resolved: str | None = None
     ) -> LoadedModel:
-        if resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
+        if is_folder(ref):  # an exported model folder: no registry at all
+            model = load_folder(Path(ref), resolved, runtime=self.runtime)
+        elif resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
             name, _, alias = registry.parse_ref(ref)
             version, _, expected = resolved.partition(":")
-            model = load_verified(name, int(version), expected, alias=alias)
+            model = load_verified(name, int(version), expected, alias=alias, runtime=self.runtime)
         else:
-            model = load(ref, trust_unverified=self.trust)
+            model = load(ref, trust_unverified=self.trust, runtime=self.runtime)
         if like is not None and model.schema.names != like.schema.names:
             raise DeploymentError(
                 f"{ref} takes columns {model.schema.names}, but the "
@@ -135,6 +159,8 @@ class ServerSetup:
         return predictor
 
     def _follow(self, target: Any, ref: str) -> AliasFollower | None:
+        if is_folder(ref):
+            return None
         _, _, alias = registry.parse_ref(ref)
         if not alias:
             return None
@@ -223,6 +249,7 @@ def run(
     fallback: Any = None,
     trust_unverified: bool = False,
     resolved: str | None = None,
+    runtime: str = "native",
 ) -> None:
     """Serve ``ref`` in the foreground until interrupted.
 
@@ -235,7 +262,7 @@ def run(
     token = token if token is not None else s.token
     sys.stdout = _Redacted(sys.stdout, token)
     sys.stderr = _Redacted(sys.stderr, token)
-    name_lock = hold_name(name or registry.parse_ref(ref)[0])  # noqa: F841 (held until exit)
+    name_lock = hold_name(name or _default_name(ref))  # noqa: F841 (held until exit)
     dep = ServerSetup(
         ref,
         name=name,
@@ -245,6 +272,7 @@ def run(
         fallback=fallback,
         trust_unverified=trust_unverified,
         resolved=resolved,
+        runtime=runtime,
     )
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
