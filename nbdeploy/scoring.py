@@ -16,6 +16,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy.auditlog import Record, shared
 from nbdeploy.exceptions import NbdeployError
+from nbdeploy.progress import Progress
 from nbdeploy.serving.batching import Predictor
 
 
@@ -77,7 +78,6 @@ def score_loaded(
 ) -> Any:
     """:func:`score` with a model already loaded (and verified)."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     if isinstance(data, pd.DataFrame):  # refuse bad rows before any chunk is scored or logged
         model.schema.from_frame(data)
@@ -91,7 +91,7 @@ def score_loaded(
     writer: Any = None
     parts = []
     try:
-        with tqdm(
+        with Progress(
             total=total,
             unit="rows",
             desc=f"scoring {model.name} v{model.version.version}",

@@ -178,6 +178,9 @@ class LoadedModel:
             # column-major, as a DataFrame's values are: BLAS then sums in the same
             # order and the results match the DataFrame path bit for bit
             return np.asfortranarray(inputs)
+        if self.matrix_ok:  # checked columns of an all-numeric schema: no DataFrame either
+            columns = [np.asarray(inputs[c], dtype=np.float64) for c in self.schema.names]
+            return np.asfortranarray(np.column_stack(columns))
         if isinstance(inputs, np.ndarray) and self.schema.positional:
             return inputs
         if self.schema.positional:
