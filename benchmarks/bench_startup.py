@@ -2,6 +2,12 @@
 
 Each measurement runs in fresh processes (imports are what costs), repeated, medians
 reported. Run: ``.venv/bin/python benchmarks/bench_startup.py``.
+
+``--peers`` instead measures, side by side in one run, the time from spawning a server
+process to its first answered single-row request (what a scale-to-zero container pays)
+for ``nbdeploy serve`` (as ``nd.serve`` starts it: version resolved and fetched by the
+caller), ``mlflow models serve`` and Seldon MLServer 1.7.1 (in-process inference), all
+serving the benchmark model of ``bench_serving.py``; ``--repeats`` runs each, medians.
 """
 
 from __future__ import annotations
@@ -48,6 +54,79 @@ def run(code: str, env: dict[str, str]) -> list[float]:
     return [float(v) for v in out[-2:]] if len(out) >= 2 else [float(out[-1])]
 
 
+def peers_side_by_side(repeats: int) -> None:
+    import shutil
+    import socket
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_serving as bs
+    import peers
+
+    home = Path(tempfile.mkdtemp(prefix="nbdeploy-startup-"))
+    os.environ["NBDEPLOY_HOME"] = str(home)
+    for key in ("MLFLOW_TRACKING_URI", "NBDEPLOY_TRACKING_URI", "NBDEPLOY_AUDIT_DB"):
+        os.environ.pop(key, None)
+    from nbdeploy import config, registry
+
+    config.reset()
+    load = os.getloadavg()[0]
+    try:
+        X, _ = bs.train_and_register()
+        one = bs.split_body([X.iloc[0].tolist()])
+        v2 = peers.v2_body(X.iloc[0].tolist())
+        mv = registry.resolve("bench/1")
+        resolved = f"{mv.version}:{registry.manifest_sha(mv)}"
+        registry.fetch_model(mv)
+        model_file = peers.pickle_of("bench/1")
+        peers.ensure_mlserver()
+        times: dict[str, list[float]] = {"nbdeploy serve": [], "mlflow models serve": []}
+        times["MLServer 1.7.1"] = []
+        for i in range(repeats):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            command = [sys.executable, "-m", "nbdeploy.cli", "serve", "bench/1"]
+            command += ["--name", f"cold{i}", "--port", str(port), "--resolved", resolved]
+            t0 = time.perf_counter()
+            child = subprocess.Popen(
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=config.child_env(),
+                start_new_session=True,
+            )
+            bs._groups.add(child.pid)
+            url = f"http://127.0.0.1:{port}"
+            times["nbdeploy serve"].append(
+                bs.wait_first_answer(url, one, t0, lambda c=child: c.poll() is None)
+            )
+            bs._kill_group(child.pid)
+            ml = bs.MlflowServer(one, config.settings().tracking_uri, home / "mlflow.log")
+            times["mlflow models serve"].append(ml.first_answer_s)
+            ml.stop()
+            mls = peers.MLServer(model_file, home / f"mlserver{i}")
+            times["MLServer 1.7.1"].append(mls.wait(v2))
+            mls.stop()
+            print(
+                f"run {i + 1}/{repeats}: "
+                + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+                flush=True,
+            )
+        print(f"\n| server | start to first answer (median of {repeats}) | runs |\n|---|---:|---|")
+        for name, values in times.items():
+            runs = ", ".join(f"{v:.2f}" for v in values)
+            print(f"| {name} | {statistics.median(values):.2f} s | {runs} |")
+        print(
+            f"\n1-min load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f} "
+            f"(a shared machine); python {sys.version.split()[0]}, {os.cpu_count()} cores"
+        )
+    finally:
+        bs._cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main(repeats: int = 5) -> None:
     env = dict(os.environ)
     load = [run(LOAD_EXT, env)[0] for _ in range(repeats)]
@@ -73,4 +152,8 @@ def main(repeats: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--peers" in sys.argv:
+        at = sys.argv.index("--repeats") + 1 if "--repeats" in sys.argv else 0
+        peers_side_by_side(int(sys.argv[at]) if at else 5)
+    else:
+        main()

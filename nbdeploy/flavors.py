@@ -38,6 +38,9 @@ _FRAMEWORKS = {
 _PINNED = {
     "sklearn": ("scikit-learn", "numpy", "pandas", "scipy", "cloudpickle"),
     "pyfunc": ("mlflow", "cloudpickle", "numpy", "pandas"),
+    # xgboost-cpu installs the same module as xgboost, without the GPU libraries
+    "xgboost": ("xgboost", "xgboost-cpu", "numpy", "pandas", "scipy"),
+    "lightgbm": ("lightgbm", "numpy", "pandas", "scipy"),
 }
 
 
@@ -48,7 +51,12 @@ def detect(model: Any) -> str:
         return "pyfunc"
     module = type(model).__module__.split(".")[0]
     if module == "sklearn" or _is_sklearn_estimator(model):
-        return "sklearn"
+        return "sklearn"  # the XGBoost and LightGBM scikit-learn APIs too
+    if module in ("xgboost", "lightgbm") and type(model).__name__ != "Booster":
+        raise RegistryError(
+            f"nbdeploy stores {module} Boosters and its scikit-learn estimators, "
+            f"not a {type(model).__name__}"
+        )
     if module in _FRAMEWORKS:
         return _FRAMEWORKS[module]
     raise RegistryError(
@@ -134,14 +142,18 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
 
 
 def training_outputs(
-    model: Any, flavor: str, frame: pd.DataFrame, schema: Schema, path: Path
+    model: Any, flavor: str, frame: pd.DataFrame, schema: Schema, path: Path, y: Any = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions (and top-class scores) on the training rows, for the profile."""
+    from nbdeploy import boosters
+
     features: Any = frame.to_numpy() if schema.positional else frame
+    if flavor in boosters.FLAVORS:  # the native booster, seen as the server will see it
+        model = boosters.NativeBooster(model, flavor, booster_classes(model, flavor, y))
     try:
-        if flavor == "sklearn":
+        if flavor == "sklearn" or isinstance(model, boosters.NativeBooster):
             predictions = np.asarray(model.predict(features))
-            if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
+            if hasattr(model, "predict_proba") and getattr(model, "classes_", None) is not None:
                 return predictions, np.asarray(model.predict_proba(features)).max(axis=1)
             return predictions, None
         import mlflow.pyfunc
@@ -158,6 +170,28 @@ def training_outputs(
             f"the model could not predict on X ({type(exc).__name__}: {exc}); "
             "pass the features it was trained on"
         ) from exc
+
+
+def booster_classes(model: Any, flavor: str, y: Any) -> list[Any] | None:
+    """The labels of a native booster's classes: those of ``y`` (sorted), else 0..k-1."""
+    from nbdeploy import boosters
+
+    if boosters.task_of(boosters.objective(model, flavor)) != "classification":
+        return None
+    if y is not None:
+        return [_plain(c) for c in np.unique(np.asarray(y))]
+    k = np.asarray(model.predict(model_input_example(model, flavor))).reshape(1, -1).shape[1]
+    return list(range(max(k, 2)))
+
+
+def model_input_example(model: Any, flavor: str) -> Any:
+    names = model.feature_names if flavor == "xgboost" else model.feature_name()
+    values = np.zeros((1, len(names)))
+    if flavor == "xgboost":
+        import xgboost
+
+        return xgboost.DMatrix(values, feature_names=names)
+    return values
 
 
 def as_vector(output: Any) -> np.ndarray:
@@ -197,6 +231,12 @@ def describe(model: Any, flavor: str, y: Any, predictions: np.ndarray) -> dict[s
             }
         except Exception:
             pass
+    if flavor in ("xgboost", "lightgbm"):
+        from nbdeploy import boosters
+
+        info["task"] = boosters.task_of(boosters.objective(model, flavor))
+        info["classes"] = booster_classes(model, flavor, y)
+        info["params"] = {"objective": boosters.objective(model, flavor)}
     if info["task"] == "unknown":
         target = np.asarray(y) if y is not None else predictions
         kind = target.dtype.kind

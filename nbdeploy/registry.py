@@ -103,6 +103,22 @@ def client() -> MlflowClient:
     return _client_for(config.settings().tracking_uri)
 
 
+def store_stamp() -> tuple[int, ...] | None:
+    """Changes whenever the registry may have: modification times and sizes of a SQLite
+    registry's files; None for other stores (a server or a database: ask them)."""
+    uri = config.settings().tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    stamp: list[int] = []
+    for suffix in ("", "-wal", "-journal"):
+        try:
+            stat = os.stat(uri.removeprefix("sqlite:///") + suffix)
+        except OSError:
+            stat = None
+        stamp += (stat.st_mtime_ns, stat.st_size) if stat else (0, 0)
+    return tuple(stamp)
+
+
 def _experiment_id() -> str:
     s = config.settings()
     c = client()
@@ -282,7 +298,7 @@ def register(
     with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
         path = Path(tmp) / "model"
         flavors.save(model, flavor, path, schema, frame.head(5))
-        predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path)
+        predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path, y)
         metadata = {
             "format": 1,
             "name": name,

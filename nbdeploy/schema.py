@@ -200,6 +200,15 @@ class Schema:
                 out[name] = _passthrough(name, [r.get(name) for r in records])
         return out
 
+    def from_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """A 2-D array of numbers in schema order (OIP tensors of an all-numeric schema):
+        checked for missing and infinite values, as float64."""
+        if not self.numeric or matrix.ndim != 2 or matrix.shape[1] != len(self.columns):
+            raise SchemaError(
+                f"expected a numeric matrix of {len(self.columns)} columns", code="bad_request"
+            )
+        return self._numeric_matrix(matrix.astype(np.float64, copy=False))
+
     def from_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
         """Column name -> values (``inputs`` as an object, OIP V2 named inputs)."""
         self._check_names(list(columns))

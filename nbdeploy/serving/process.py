@@ -151,8 +151,12 @@ def serve(
     threshold: float | None = None,
     fallback: Any = None,
     trust_unverified: bool = False,
+    runtime: str = "native",
 ) -> Deployment:
-    """Start a model server in the background and wait until it answers."""
+    """Start a model server in the background and wait until it answers.
+
+    ``runtime="onnx"`` answers through onnxruntime on the model's ONNX conversion.
+    """
     from nbdeploy import registry
 
     shadow = (shadow,) if isinstance(shadow, str) else tuple(shadow)
@@ -190,6 +194,8 @@ def serve(
     ]
     if trust_unverified:
         command.append("--trust-unverified")
+    if runtime != "native":
+        command += ["--runtime", runtime]
     expected = registry.manifest_sha(mv)
     if expected:  # fetched and verified here, so the server starts without the registry
         registry.fetch_model(mv)
@@ -200,6 +206,9 @@ def serve(
         command += ["--split", f"{other}={float(fraction)}"]
     if threshold is not None:
         command += ["--threshold", str(float(threshold)), "--fallback", json.dumps(fallback)]
+    # the token travels in the environment (never argv, which ps shows); one from this
+    # process's NBDEPLOY_TOKEN / NBDEPLOY_TOKEN_FILE protects the server just the same
+    token = token or config.settings().token
     env = config.child_env(NBDEPLOY_TOKEN=token or "")
     with log_path.open("wb") as log:
         child = subprocess.Popen(
