@@ -375,3 +375,16 @@ def test_the_shadow_queue_is_bounded_in_bytes():
     assert runner.stats["dropped_rows"] == 200_000
     assert runner.queue.qsize() == 2
     assert runner.queued_bytes == 2 * small.nbytes
+
+
+def test_allowed_hosts_follow_the_bind_address():
+    from nbdeploy.serving.server import allowed_hosts
+
+    loopback = {"localhost", "127.0.0.1", "[::1]"}
+    assert allowed_hosts("127.0.0.1", ("svc",)) == frozenset(loopback)  # loopback only
+    assert allowed_hosts("::1", ()) == frozenset(loopback)
+    assert allowed_hosts("0.0.0.0", ("svc", "svc.ns")) == frozenset(
+        loopback | {"0.0.0.0", "svc", "svc.ns"}
+    )
+    assert allowed_hosts("10.1.2.3", ()) == frozenset(loopback | {"10.1.2.3"})
+    assert allowed_hosts("0.0.0.0", ("*",)) is None

@@ -463,10 +463,8 @@ class App:
         parts = path.strip("/").split("/")  # v2 models NAME [versions V] [infer|ready]
         model = self.model
         if len(parts) < 3 or parts[2] not in (model.name, self.predictor.deployment):
-            raise HttpError(
-                "not_found",
-                f"model {parts[2] if len(parts) > 2 else ''!r} is "
-                f"not served here; this server serves {model.name!r}",
+            raise HttpError(  # the name in the URL is not echoed: it is the client's text
+                "not_found", f"that model is not served here; this server serves {model.name!r}"
             )
         action = parts[-1] if len(parts) in (4, 6) else ""
         if action == "ready":

@@ -292,6 +292,13 @@ def run(
         follower.on_swap = publish
 
     primary_follower = next((f for f in dep.followers if f.predictor is dep.primary), None)
+    hosts = allowed_hosts(host, s.allowed_hosts)
+    if not token and hosts != allowed_hosts("127.0.0.1", ()):  # reachable beyond loopback
+        print(
+            f"nbdeploy: warning: listening on {host} without a token; anyone who can "
+            "reach this address can predict (set NBDEPLOY_TOKEN or --token)",
+            flush=True,
+        )
     app = App(
         dep.primary,
         token=token,
@@ -302,7 +309,7 @@ def run(
         router=dep.router,
         shadows=dep.runner,
         on_change=publish,
-        allowed_hosts=allowed_hosts(host, s.allowed_hosts),
+        allowed_hosts=hosts,
         max_concurrent=s.max_concurrent,
         rate_limit=s.rate_limit,
         body_timeout_s=s.body_timeout_s,
