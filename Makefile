@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 KERNEL := nbdeploy-test
 
-.PHONY: install demo test lint bench clean lab labtest browser
+.PHONY: install demo test lint bench clean lab labtest browser airflow-venv kserve-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -52,8 +52,30 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		>/dev/null; } || echo "chromium not installed: the browser test will fail"
 
-test: lint labtest browser
-	NBDEPLOY_TEST_KERNEL=$(KERNEL) $(PY) -m pytest -q
+# Tools whose dependencies clash with nbdeploy's (Airflow; KServe pins pandas<3) get
+# environments of their own, made once and reused: tests/test_airflow.py runs the exported
+# DAG in a real Airflow 3, tests/test_exports_kserve.py checks InferenceServices with kserve.
+TOOLS ?= $(HOME)/.cache/nbdeploy
+AIRFLOW_VENV := $(TOOLS)/airflow-venv
+KSERVE_VENV := $(TOOLS)/kserve-venv
+
+$(AIRFLOW_VENV)/.installed:
+	test -x $(AIRFLOW_VENV)/bin/python || python3 -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'apache-airflow>=3.1,<4' 'apache-airflow-providers-papermill>=3.8'
+	touch $@
+
+$(KSERVE_VENV)/.installed:
+	test -x $(KSERVE_VENV)/bin/python || python3 -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet --disable-pip-version-check 'kserve>=0.15,<1'
+	touch $@
+
+airflow-venv: $(AIRFLOW_VENV)/.installed
+kserve-venv: $(KSERVE_VENV)/.installed
+
+test: lint labtest browser airflow-venv kserve-venv
+	NBDEPLOY_TEST_KERNEL=$(KERNEL) NBDEPLOY_AIRFLOW_VENV=$(AIRFLOW_VENV) \
+		NBDEPLOY_KSERVE_VENV=$(KSERVE_VENV) $(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/bench_serving.py

@@ -56,6 +56,7 @@ _LAZY = {
     "schedule": "nbdeploy.scheduler",
     "unschedule": "nbdeploy.scheduler",
     "audit": "nbdeploy.auditing",
+    "export": "nbdeploy.exports",
     "JobRun": "nbdeploy.models",
     "AuditRecord": "nbdeploy.models",
     "compare": "nbdeploy.comparison",
@@ -103,6 +104,7 @@ __all__ = [
     "drift",
     "erase",
     "estimate",
+    "export",
     "fairness",
     "feedback",
     "history",
@@ -129,6 +131,7 @@ if TYPE_CHECKING:
     from nbdeploy.auditing import audit
     from nbdeploy.auditlog import VerifyReport, erase, feedback, logs, verify
     from nbdeploy.comparison import compare, retire
+    from nbdeploy.exports import export
     from nbdeploy.gate import test
     from nbdeploy.models import (
         AuditRecord,

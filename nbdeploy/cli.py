@@ -9,6 +9,10 @@ from pathlib import Path
 
 from nbdeploy.exceptions import NbdeployError
 
+#: ``nbdeploy export TARGET``: model formats take a ref, job targets a job name
+MODEL_TARGETS = ("onnx", "docker", "kserve")
+JOB_TARGETS = ("airflow", "cron", "cronjob", "kubernetes")
+
 
 def add_parameter_option(parser: argparse.ArgumentParser) -> None:
     """``-p KEY VALUE`` (repeatable), as papermill's command line takes notebook parameters."""
@@ -33,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a model in the foreground",
         epilog="example: nbdeploy serve churn@champion --port 8080",
     )
-    serve.add_argument("ref", help="name@alias, name/version or models:/...")
+    serve.add_argument(
+        "ref", help="name@alias, name/version, models:/..., or an exported model folder"
+    )
     serve.add_argument("--name", help="deployment name (default: the model's name)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
@@ -60,7 +66,17 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="below this top-class probability, answer with --fallback"
     )
     serve.add_argument("--fallback", help="a value, a model ref, or 'abstain' (default)")
-    serve.add_argument("--resolved", help=argparse.SUPPRESS)  # VERSION:MANIFEST_SHA from nd.serve
+    serve.add_argument(
+        "--runtime",
+        choices=["native", "onnx"],
+        default="native",
+        help="onnx: answer through onnxruntime on the model's ONNX conversion",
+    )
+    serve.add_argument(
+        "--resolved",
+        metavar="VERSION:SHA256",
+        help="the version and manifest hash to verify (required with a model folder)",
+    )
     serve.add_argument(
         "--trust-unverified",
         action="store_true",
@@ -77,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     job.add_argument("notebook")
     add_parameter_option(job)
+    job.add_argument(
+        "--parameters-json",
+        metavar="JSON",
+        help="all parameters as one JSON object, types kept (what exported jobs pass)",
+    )
     job.add_argument("--timeout", type=float, help="seconds, for the whole job")
     job.add_argument("--kernel")
     job.add_argument("--output", help="executed notebook path")
@@ -91,11 +112,18 @@ def _parser() -> argparse.ArgumentParser:
     # (--claimed), and the run was recorded under this id (--run-id) for the lab to show
     scheduler.add_argument("--claimed", action="store_true", help=argparse.SUPPRESS)
     scheduler.add_argument("--run-id", help=argparse.SUPPRESS)
-    export = sub.add_parser("export", help="a scheduled job as cron/Kubernetes/Airflow")
-    export.add_argument("target", choices=["airflow", "cron", "kubernetes"])
-    export.add_argument("job", help="the name given to nd.schedule")
-    export.add_argument("--image", default="nbdeploy:latest", help="image (kubernetes)")
-    export.add_argument("-o", "--output", help="write to this file instead of stdout")
+    export = sub.add_parser(
+        "export",
+        help="a model as onnx/docker/kserve, or a scheduled job as airflow/cron/cronjob",
+        epilog="examples: nbdeploy export docker churn@champion --output build/; "
+        "nbdeploy export airflow retrain -o dags/retrain.py",
+    )
+    export.add_argument("target", choices=[*MODEL_TARGETS, *JOB_TARGETS])
+    export.add_argument(
+        "what", metavar="REF|JOB", help="a model ref, or the name given to nd.schedule"
+    )
+    export.add_argument("--image", default="nbdeploy:latest", help="image (cronjob)")
+    export.add_argument("-o", "--output", help="write here instead of stdout / a default path")
     monitor = sub.add_parser(
         "monitor",
         help="monitoring report of a deployment (drift, quality, performance, alerts)",
@@ -152,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 fallback=args.fallback,
                 trust_unverified=args.trust_unverified,
                 resolved=args.resolved,
+                runtime=args.runtime,
             )
         elif args.command == "list":
             from nbdeploy.serving.process import deployments
@@ -166,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "job":
             from nbdeploy.runner import run_job, typed
 
-            params = {k: typed(v) for k, v in args.parameter}
+            params = json.loads(args.parameters_json) if args.parameters_json else {}
+            if not isinstance(params, dict):
+                raise NbdeployError("--parameters-json takes a JSON object")
+            params.update({k: typed(v) for k, v in args.parameter})
             done = run_job(
                 args.notebook, params, output=args.output, timeout=args.timeout, kernel=args.kernel
             )
@@ -182,14 +214,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 loop(interval=args.interval, once=args.once)
         elif args.command == "export":
-            from nbdeploy import scheduler as sched
+            from nbdeploy.exports import export, export_job
 
-            if args.target == "airflow":
-                text = sched.export_airflow(args.job)
-            elif args.target == "cron":
-                text = sched.export_cron(args.job)
-            else:
-                text = sched.export_kubernetes(args.job, image=args.image)
+            if args.target in MODEL_TARGETS:
+                written = export(args.what, args.target, args.output)
+                print(f"wrote {written}")
+                parity = written.with_name(written.name + ".parity.json")
+                if parity.is_file():
+                    print(f"parity with the native model: {parity.read_text()}")
+                return 0
+            text = export_job(args.target, args.what, image=args.image)
             if args.output:
                 Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
             else:

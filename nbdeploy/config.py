@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class Settings:
     start_timeout_s: float
     #: Rows per chunk in ``nd.score``.
     score_chunk_rows: int
+    #: ``NBDEPLOY_DASK_SCHEDULER``: address of a Dask scheduler for ``engine="dask"``
+    #: (``tcp://host:8786``); empty: a local cluster started for the call.
+    dask_scheduler: str | None
     #: The interactive user, recorded in lineage and history.
     user: str
     #: Notebook path as Jupyter tells the kernel (``JPY_SESSION_NAME``), if any.
@@ -52,7 +56,7 @@ class Settings:
     #: The job run this process belongs to (set by ``nd.run_job`` for its kernel).
     job_run_id: str | None
     #: Bearer token a server started from this process requires (``--token`` wins).
-    token: str | None
+    token: str | None = field(repr=False)
     #: Accept artifacts that did not come through ``nd.register`` (no recorded hashes).
     trust_unverified: bool
     #: How often a running server evaluates its alert rules, seconds (0 turns it off).
@@ -76,6 +80,19 @@ class Settings:
     retention_days: float | None = None
     #: A server checkpoints the audit WAL to stay under this size, MiB.
     audit_wal_max_mb: float = 64.0
+    #: Host headers a server accepts besides loopback names and its own address
+    #: (``NBDEPLOY_ALLOWED_HOSTS``, comma-separated; ``*`` accepts any).
+    allowed_hosts: tuple[str, ...] = ()
+    #: How long a request waits for the audit log's write lock before a 503, seconds.
+    audit_wait_s: float = 2.0
+    #: Time a client gets to send its whole body, seconds (slow bodies get 408).
+    body_timeout_s: float = 30.0
+    #: Requests a server handles at once; more get 503 at once (health excepted).
+    max_concurrent: int = 256
+    #: Requests per second per bearer token (0: no limit); over it, 429.
+    rate_limit: float = 0.0
+    #: Bytes of answered inputs waiting for shadow models; beyond it, shadows drop work.
+    shadow_queue_bytes: int = 64 * 1024 * 1024
 
     @property
     def deployments_dir(self) -> Path:
@@ -84,6 +101,12 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def user_cache_dir(self) -> Path:
+        """Shared by every home of this user: what is the same for all of them."""
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base).expanduser() / "nbdeploy"
 
 
 def _env(name: str, default: str) -> str:
@@ -171,10 +194,11 @@ def settings() -> Settings:
         alias_poll_s=_number("ALIAS_POLL_S", 1.0),
         start_timeout_s=_number("START_TIMEOUT_S", 60.0),
         score_chunk_rows=int(_number("SCORE_CHUNK_ROWS", 50_000, int)),
+        dask_scheduler=_env("DASK_SCHEDULER", "") or None,
         user=_env("USER", "") or _user(),
         session_notebook=os.environ.get("JPY_SESSION_NAME") or None,
         job_run_id=_env("JOB_RUN_ID", "") or None,
-        token=_env("TOKEN", "") or None,
+        token=_secret("TOKEN"),
         trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
@@ -186,7 +210,28 @@ def settings() -> Settings:
         audit_sync=_audit_sync(),
         retention_days=_number("RETENTION_DAYS", 0.0) or None,
         audit_wal_max_mb=_number("AUDIT_WAL_MAX_MB", 64.0),
+        allowed_hosts=tuple(
+            h.strip().lower() for h in _env("ALLOWED_HOSTS", "").split(",") if h.strip()
+        ),
+        audit_wait_s=_number("AUDIT_WAIT_S", 2.0),
+        body_timeout_s=_number("BODY_TIMEOUT_S", 30.0),
+        max_concurrent=int(_number("MAX_CONCURRENT", 256, int)),
+        rate_limit=_number("RATE_LIMIT", 0.0),
+        shadow_queue_bytes=int(_number("SHADOW_QUEUE_BYTES", 64 * 1024 * 1024, int)),
     )
+
+
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]*:[^/@\s]*@")
+
+
+def redact(text: str, *extra: str | None) -> str:
+    """``text`` without this process's token and audit key, nor passwords in URLs
+    (``scheme://user:password@host``): what servers print goes through it."""
+    s = settings()
+    for secret in (s.token, s.audit_key, *extra):
+        if secret:
+            text = text.replace(secret, "***")
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def reset() -> None:

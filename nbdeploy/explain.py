@@ -21,8 +21,14 @@ categorical one):
   ``x`` one column at a time; every walk telescopes, so the estimate still adds up
   exactly. A column without a baseline (never observed in training) is held at its
   value in ``x`` and gets no share.
-- ``shap``: when the ``shap`` package is installed, a permutation explainer over a
-  small background drawn around the baseline.
+
+Gradient-boosted trees (XGBoost, LightGBM, native or scikit-learn API) explain
+themselves first: the library's own ``pred_contribs`` / ``pred_contrib`` give each
+feature's exact share of the raw score (log-odds for classifiers), which with the
+bias add up to it; the method string states the bias and the raw score. A bare
+scikit-learn tree ensemble gets TreeSHAP (``shap.TreeExplainer``, exact for trees)
+when shap is installed, and the Shapley values above otherwise. Neither needs a
+baseline row.
 """
 
 from __future__ import annotations
@@ -74,9 +80,7 @@ def explain(
         if col.type == "long" and isinstance(base[col.name], float):
             base[col.name] = round(base[col.name])
     _, cls = _target(model, x)
-    result = _shap(model, x, base, cls)
-    if result is None:
-        result = _linear(model, x, base, cls)
+    result = _boosted(model, x, cls) or _treeshap(model, x, cls) or _linear(model, x, base, cls)
     if result is None:
         result = _shapley(model, x, base, cls)
     shares, method = result
@@ -89,6 +93,85 @@ def _g(model: LoadedModel, rows: list[dict[str, Any]], cls: int | None) -> np.nd
     if out.proba is not None and cls is not None:
         return np.asarray(out.proba[:, cls], dtype=np.float64)
     return np.asarray(out.predictions, dtype=np.float64)
+
+
+def _matrix(model: LoadedModel, x: dict[str, Any]) -> np.ndarray | None:
+    """``x`` as a one-row float matrix, when every column is numeric and the model is bare."""
+    if not model.native or hasattr(model.model, "steps") or not model.schema.numeric:
+        return None
+    try:
+        return np.array([[float(x[n]) for n in model.schema.names]], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def _boosted(
+    model: LoadedModel, x: dict[str, Any], cls: int | None
+) -> tuple[dict[str, float], str] | None:
+    """The booster's own exact per-feature contributions to its raw score."""
+    from nbdeploy import boosters
+
+    row = _matrix(model, x)
+    found = boosters.contributions(model.model, row) if row is not None else None
+    if found is None:
+        return None
+    contrib, margin, library = found
+    k = 0 if contrib.shape[1] == 1 else (cls or 0)
+    values, raw = contrib[0, k], float(margin[0, k])
+    sign = -1.0 if contrib.shape[1] == 1 and cls == 0 else 1.0  # binary: speak for class 0
+    bias, shares = (
+        sign * float(values[-1]),
+        {n: sign * float(v) for n, v in zip(model.schema.names, values[:-1], strict=True)},
+    )
+    if not np.isclose(bias + sum(shares.values()), sign * raw, rtol=1e-5, atol=1e-5):
+        return None
+    option = "pred_contribs" if library == "xgboost" else "pred_contrib"
+    return shares, (
+        f"{library} {option} (exact; bias {bias:.10g} + sum = raw score {sign * raw:.10g}"
+        f"{' (log-odds)' if cls is not None else ''})"
+    )
+
+
+#: scikit-learn tree ensembles that shap's TreeExplainer explains exactly
+_TREES = (
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+    "ExtraTreesClassifier",
+    "ExtraTreesRegressor",
+    "GradientBoostingClassifier",
+    "GradientBoostingRegressor",
+    "DecisionTreeClassifier",
+    "DecisionTreeRegressor",
+)
+
+
+def _treeshap(
+    model: LoadedModel, x: dict[str, Any], cls: int | None
+) -> tuple[dict[str, float], str] | None:
+    """TreeSHAP (exact, path-dependent) for a bare scikit-learn tree ensemble."""
+    row = _matrix(model, x)
+    if row is None or model.flavor != "sklearn" or type(model.model).__name__ not in _TREES:
+        return None
+    try:
+        import shap
+    except ImportError:
+        return None
+    try:
+        explainer = shap.TreeExplainer(model.model)
+        values = np.asarray(explainer.shap_values(row), dtype=np.float64)
+        expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
+    except Exception:
+        return None
+    values = values.reshape(values.shape[0], len(model.schema.names), -1)[0]  # (d, k)
+    k = 0 if values.shape[1] == 1 else (cls or 0)
+    sign = -1.0 if values.shape[1] == 1 and cls == 0 else 1.0  # binary log-odds: class 1's
+    shares = {n: sign * float(v) for n, v in zip(model.schema.names, values[:, k], strict=True)}
+    base = sign * float(expected[min(k, len(expected) - 1)])
+    total = base + sum(shares.values())
+    return shares, (
+        f"treeshap (exact, path-dependent; expected value {base:.10g} + sum = "
+        f"model output {total:.10g})"
+    )
 
 
 def _linear(
@@ -116,28 +199,6 @@ def _linear(
     if not np.isclose(sum(shares.values()), g[1] - g[0], rtol=1e-6, atol=1e-9):
         return None  # interactions between columns: not additive, so not exact
     return shares, "linear (exact decision-function shares vs the training baseline)"
-
-
-def _shap(
-    model: LoadedModel, x: dict[str, Any], base: dict[str, Any], cls: int | None
-) -> tuple[dict[str, float], str] | None:
-    try:
-        import shap
-    except ImportError:
-        return None
-    names = model.schema.names
-    try:
-        # work on a row of "take x's value / take the baseline's" switches, so shap never
-        # has to understand strings or categories
-        def g(mask: np.ndarray) -> np.ndarray:
-            rows = [{n: x[n] if m[j] else base[n] for j, n in enumerate(names)} for m in mask]
-            return _g(model, rows, cls)
-
-        explainer = shap.explainers.Permutation(g, np.zeros((1, len(names))))
-        values = explainer(np.ones((1, len(names))), silent=True).values[0]
-        return {n: float(v) for n, v in zip(names, values, strict=True)}, "shap (permutation)"
-    except Exception:
-        return None
 
 
 #: Up to this many columns, Shapley values are computed exactly (2**d predictions).

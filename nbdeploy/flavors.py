@@ -9,7 +9,9 @@ because letting MLflow infer them costs seconds per registration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,9 @@ _FRAMEWORKS = {
 _PINNED = {
     "sklearn": ("scikit-learn", "numpy", "pandas", "scipy", "cloudpickle"),
     "pyfunc": ("mlflow", "cloudpickle", "numpy", "pandas"),
+    # xgboost-cpu installs the same module as xgboost, without the GPU libraries
+    "xgboost": ("xgboost", "xgboost-cpu", "numpy", "pandas", "scipy"),
+    "lightgbm": ("lightgbm", "numpy", "pandas", "scipy"),
 }
 
 
@@ -46,7 +51,12 @@ def detect(model: Any) -> str:
         return "pyfunc"
     module = type(model).__module__.split(".")[0]
     if module == "sklearn" or _is_sklearn_estimator(model):
-        return "sklearn"
+        return "sklearn"  # the XGBoost and LightGBM scikit-learn APIs too
+    if module in ("xgboost", "lightgbm") and type(model).__name__ != "Booster":
+        raise RegistryError(
+            f"nbdeploy stores {module} Boosters and its scikit-learn estimators, "
+            f"not a {type(model).__name__}"
+        )
     if module in _FRAMEWORKS:
         return _FRAMEWORKS[module]
     raise RegistryError(
@@ -73,6 +83,27 @@ def _requirements(flavor: str) -> list[str]:
     return pins
 
 
+@contextlib.contextmanager
+def _pins_unchecked() -> Iterator[None]:
+    """Skip MLflow's check that the requirements match this environment while saving.
+
+    The pins come from this very environment (``_requirements``), so the check can
+    only agree; it maps every installed file to its package first, which was most of
+    the first register in a new process.
+    """
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:  # another MLflow release: let it check
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda *_: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
+
+
 def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFrame) -> None:
     """Save ``model`` into the (new) folder ``path`` with the signature nbdeploy built."""
     import mlflow
@@ -92,15 +123,16 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        if flavor == "pyfunc":
-            mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
-        elif flavor == "sklearn":
-            mlflow.sklearn.save_model(
-                model, str(path), serialization_format="cloudpickle", **kwargs
-            )
-        else:
-            module = getattr(mlflow, flavor)
-            module.save_model(model, str(path), **kwargs)
+        with _pins_unchecked():
+            if flavor == "pyfunc":
+                mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
+            elif flavor == "sklearn":
+                mlflow.sklearn.save_model(
+                    model, str(path), serialization_format="cloudpickle", **kwargs
+                )
+            else:
+                module = getattr(mlflow, flavor)
+                module.save_model(model, str(path), **kwargs)
     except RegistryError:
         raise
     except Exception as exc:
@@ -110,14 +142,18 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
 
 
 def training_outputs(
-    model: Any, flavor: str, frame: pd.DataFrame, schema: Schema, path: Path
+    model: Any, flavor: str, frame: pd.DataFrame, schema: Schema, path: Path, y: Any = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions (and top-class scores) on the training rows, for the profile."""
+    from nbdeploy import boosters
+
     features: Any = frame.to_numpy() if schema.positional else frame
+    if flavor in boosters.FLAVORS:  # the native booster, seen as the server will see it
+        model = boosters.NativeBooster(model, flavor, booster_classes(model, flavor, y))
     try:
-        if flavor == "sklearn":
+        if flavor == "sklearn" or isinstance(model, boosters.NativeBooster):
             predictions = np.asarray(model.predict(features))
-            if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
+            if hasattr(model, "predict_proba") and getattr(model, "classes_", None) is not None:
                 return predictions, np.asarray(model.predict_proba(features)).max(axis=1)
             return predictions, None
         import mlflow.pyfunc
@@ -125,10 +161,37 @@ def training_outputs(
         loaded = mlflow.pyfunc.load_model(str(path))
         return as_vector(loaded.predict(schema.as_published(frame))), None
     except Exception as exc:
+        if type(exc).__name__ == "NotFittedError":  # scikit-learn's, without importing it
+            raise RegistryError(
+                f"this {type(model).__name__} is not fitted yet: fit it first "
+                "(model.fit(X_train, y_train)), then register it"
+            ) from None
         raise RegistryError(
             f"the model could not predict on X ({type(exc).__name__}: {exc}); "
             "pass the features it was trained on"
         ) from exc
+
+
+def booster_classes(model: Any, flavor: str, y: Any) -> list[Any] | None:
+    """The labels of a native booster's classes: those of ``y`` (sorted), else 0..k-1."""
+    from nbdeploy import boosters
+
+    if boosters.task_of(boosters.objective(model, flavor)) != "classification":
+        return None
+    if y is not None:
+        return [_plain(c) for c in np.unique(np.asarray(y))]
+    k = np.asarray(model.predict(model_input_example(model, flavor))).reshape(1, -1).shape[1]
+    return list(range(max(k, 2)))
+
+
+def model_input_example(model: Any, flavor: str) -> Any:
+    names = model.feature_names if flavor == "xgboost" else model.feature_name()
+    values = np.zeros((1, len(names)))
+    if flavor == "xgboost":
+        import xgboost
+
+        return xgboost.DMatrix(values, feature_names=names)
+    return values
 
 
 def as_vector(output: Any) -> np.ndarray:
@@ -168,6 +231,12 @@ def describe(model: Any, flavor: str, y: Any, predictions: np.ndarray) -> dict[s
             }
         except Exception:
             pass
+    if flavor in ("xgboost", "lightgbm"):
+        from nbdeploy import boosters
+
+        info["task"] = boosters.task_of(boosters.objective(model, flavor))
+        info["classes"] = booster_classes(model, flavor, y)
+        info["params"] = {"objective": boosters.objective(model, flavor)}
     if info["task"] == "unknown":
         target = np.asarray(y) if y is not None else predictions
         kind = target.dtype.kind

@@ -159,9 +159,9 @@ def test(
         )
     try:
         columns = model.schema.from_frame(X)
-        check("schema", "matches", "signature", True)
+        check("schema", "matches", "the signature", True)
     except SchemaError as exc:
-        check("schema", str(exc), "signature", False)
+        check("schema", str(exc), "the signature", False)
         return _finish(mv, checks, metric, None)
     y = np.asarray(y)
     if len(y) != len(next(iter(columns.values()))):
@@ -201,10 +201,10 @@ def test(
         else:
             theirs = _score(metric, load(f"{mv.name}/{holder}"), columns, y)
             ok = score >= theirs if greater else score <= theirs
-            check(
+            check(  # both scores: this version's and the holder's
                 f"vs @{vs} (v{holder})",
-                round(theirs, 6),
-                f"{metric} {'>=' if greater else '<='} {round(theirs, 6)}",
+                f"{score:.4g} vs {theirs:.4g}",
+                f"{'>=' if greater else '<='} {theirs:.4g}",
                 ok,
             )
 
@@ -235,12 +235,12 @@ def test(
         unseen = {**one, text: np.array(["__nbdeploy_unseen__"], dtype=object)}
         try:
             model.predict(unseen)
-            check(f"unseen category in {text!r}", "predicts", "predicts", True)
+            check(f"unseen category in {text!r}", "predicts", "an answer", True)
         except Exception as exc:
             check(
                 f"unseen category in {text!r}",
                 f"fails ({type(exc).__name__})",
-                "predicts (e.g. OneHotEncoder(handle_unknown='ignore'))",
+                "an answer (e.g. OneHotEncoder(handle_unknown='ignore'))",
                 False,
             )
     return _finish(mv, checks, metric, score)

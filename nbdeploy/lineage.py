@@ -26,7 +26,10 @@ TRACKED = (
     "scipy",
     "cloudpickle",
     "xgboost",
+    "xgboost-cpu",
     "lightgbm",
+    "shap",
+    "onnxruntime",
 )
 
 

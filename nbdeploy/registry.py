@@ -9,10 +9,12 @@ out files that no longer match, before anything is deserialized.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -47,9 +49,53 @@ _REF = re.compile(r"^(?:models:/)?(?P<name>[^@]+?)(?:@(?P<alias>[\w.-]+)|/(?P<ve
 
 @functools.lru_cache(maxsize=4)
 def _client_for(uri: str) -> MlflowClient:
+    import logging
+
     from mlflow import MlflowClient
 
+    # A fresh store logs its table creation and migrations at INFO: routine, yet a
+    # notebook shows it in a red stderr box as if the first register had failed.
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///"):
+        _seed_store(Path(uri[len("sqlite:///") :]))
+
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _seed_store(db: Path) -> None:
+    """Give a new home a copy of an empty, fully migrated MLflow database.
+
+    MLflow creates its tables by replaying every migration since its first release
+    (seconds, most of a new home's first register). The result depends only on the
+    MLflow version, so it is built once per version in the user's cache and copied.
+    """
+    if db.exists():
+        return
+    import sqlite3
+
+    import mlflow
+
+    template = config.settings().user_cache_dir / f"mlflow-{mlflow.__version__}.db"
+    if not template.is_file():
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+            built = Path(tmp) / "mlflow.db"
+            SqlAlchemyStore(f"sqlite:///{built}").engine.dispose()  # creates every table
+            with contextlib.closing(sqlite3.connect(built)) as con, con:
+                con.execute("DELETE FROM experiments")  # no Default pointing at this folder
+            os.replace(built, template)  # whole or absent; a concurrent build is as good
+    db.parent.mkdir(parents=True, exist_ok=True)
+    partial = db.with_name(f".{db.name}.{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(template, partial)
+    try:
+        os.link(partial, db)  # only if no other process created the store meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
 
 
 def client() -> MlflowClient:
@@ -119,17 +165,24 @@ def _not_found(name: str, version: int | None, alias: str | None) -> str:
     try:
         model = c.get_registered_model(name)
     except Exception:
+        from nbdeploy.hints import closest
+
+        guess = closest(name, model_names())
+        if guess is not None:
+            return f"no registered model named {name!r}; did you mean {guess!r}?"
         return (
             f"no registered model named {name!r}; "
             f"register one with nd.register(model, {name!r}, X, y)"
         )
+    latest = max((int(v.version) for v in c.search_model_versions(f"name='{name}'")), default=0)
     if alias is not None:
         known = ", ".join(sorted(model.aliases)) or "none yet"
-        return (
-            f"{name!r} has no alias {alias!r} (aliases: {known}); "
-            f"set it with nd.promote('{name}/<version>', to={alias!r})"
-        )
-    latest = max((int(v.version) for v in c.search_model_versions(f"name='{name}'")), default=0)
+        # promotion refuses an untested version: name the step that will work
+        ref = f"{name}/{latest}"
+        step = f"nd.promote('{ref}', to={alias!r})"
+        if latest and resolve(ref).test_passed is not True:
+            step = f"nd.test('{ref}', X_test, y_test), then {step}"
+        return f"{name!r} has no alias {alias!r} (aliases: {known}); {step}"
     return f"{name!r} has no version {version} (latest is {latest})"
 
 
@@ -229,7 +282,7 @@ def register(
     with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
         path = Path(tmp) / "model"
         flavors.save(model, flavor, path, schema, frame.head(5))
-        predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path)
+        predictions, scores = flavors.training_outputs(model, flavor, frame, schema, path, y)
         metadata = {
             "format": 1,
             "name": name,
@@ -598,7 +651,7 @@ def _history_events(name: str) -> list[dict[str, Any]]:
     try:
         tags = client().get_registered_model(name).tags or {}
     except Exception:
-        raise ModelNotFoundError(f"no registered model named {name!r}", ref=name) from None
+        raise ModelNotFoundError(_not_found(name, None, None), ref=name) from None
     keys = sorted(k for k in tags if k.startswith(TAG + "history."))
     return [json.loads(tags[k]) for k in keys]
 

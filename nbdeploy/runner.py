@@ -197,6 +197,13 @@ def _manager_class(env: dict[str, str]) -> type:
 
         async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
             kw["env"] = env
+            spec = self.kernel_spec
+            if spec is not None and any("ipykernel" in part for part in spec.argv):
+                # its one warning, "running over TCP without encryption", is about a
+                # kernel bound to 127.0.0.1 for this job alone, yet shows in red in the
+                # notebook that started the job; errors still show
+                kw["extra_arguments"] = [*kw.get("extra_arguments", ()),
+                                         "--IPKernelApp.log_level=ERROR"]  # fmt: skip
             await super().start_kernel(**kw)
 
     return JobKernelManager
@@ -328,7 +335,8 @@ def _execute(
             parameters=params,
             kernel_name=kernel,
             cwd=str(workdir),
-            progress_bar=progress,
+            progress_bar=False,  # papermill's is a widget: blank in saved notebooks
+            engine_name=_progress_engine() if progress else None,
             start_timeout=math.ceil(min(60.0, remaining() or 60.0)),
             request_save_on_cell_execute=True,
             kernel_manager_class=_manager_class(env),
@@ -349,6 +357,22 @@ def _execute(
     except Exception as exc:
         return _crashed(exc), None
     return None, None
+
+
+def _progress_engine() -> str:
+    """papermill's nbclient engine, with nbdeploy's progress bar (one cell a step)."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    from nbdeploy.progress import Progress
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kw: Any) -> Any:
+            nb_man.pbar = Progress(len(nb_man.nb.cells), desc="Executing", unit="cell")
+            return super().execute_managed_notebook(nb_man, kernel_name, **kw)
+
+    papermill_engines.register("nbdeploy", ProgressEngine)
+    return "nbdeploy"
 
 
 def _crashed(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ values in any message.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +131,12 @@ class Schema:
 
     def from_frame(self, data: Any) -> dict[str, Any]:
         """Check a DataFrame (or array) from Python; returns its columns in schema order."""
+        try:
+            return self._from_frame(data)
+        except SchemaError as exc:  # told with the user's dtypes, from this one frame
+            raise in_pandas_terms(exc, data) from None
+
+    def _from_frame(self, data: Any) -> dict[str, Any]:
         frame = as_frame(data, self.names if self.positional else None)
         self._check_names([str(c) for c in frame.columns])
         if len(frame) == 0:
@@ -312,6 +319,33 @@ class Schema:
                 f"column {col.name!r} has an infinite value but had none in training",
                 column=col.name,
             )
+
+
+#: the schema's wire types in the words of the pandas dtypes a user has
+_PANDAS_TYPES = {"long": "int64", "double": "float64", "boolean": "bool",
+                 "string": "str (object, string or category)"}  # fmt: skip
+_WRONG_TYPE = re.compile(r"column '(?P<column>.+)' expects (?P<type>\w+) values, got \w+")
+
+
+def in_pandas_terms(exc: SchemaError, X: Any) -> SchemaError:
+    """A wrong-type error about a DataFrame column, told with the user's pandas dtypes.
+
+    The server speaks JSON ("expects long values, got string"); the user has an
+    ``object`` column where training had ``int64``.
+    """
+    import pandas as pd
+
+    found = _WRONG_TYPE.fullmatch(str(exc))
+    if found is None or not isinstance(X, pd.DataFrame) or found["column"] not in X.columns:
+        return exc
+    column, expected = found["column"], _PANDAS_TYPES.get(found["type"], found["type"])
+    dtype = X[column].dtype
+    return SchemaError(
+        f"column {column!r} is {dtype} in your data but the model was trained on {expected}: "
+        f"convert it, e.g. X[{column!r}].astype({expected.split()[0]!r})",
+        column=column,
+        code=exc.code,
+    )
 
 
 def _passthrough(name: str, values: Any, from_python: bool = False) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy.auditlog import Record, shared
 from nbdeploy.exceptions import NbdeployError
+from nbdeploy.progress import Progress
 from nbdeploy.serving.batching import Predictor
 
 
@@ -47,14 +48,37 @@ def score(
     output: str | os.PathLike[str] | None = None,
     log: bool = True,
     chunk_rows: int | None = None,
+    engine: str = "pandas",
 ) -> Any:
-    """Score ``data`` with ``ref``: a DataFrame back, or ``output`` written and its path back."""
-    import pandas as pd
-    from tqdm.auto import tqdm
+    """Score ``data`` with ``ref``: a DataFrame back, or ``output`` written and its path back.
 
+    ``data`` may also be a folder or glob of Parquet files with ``engine="dask"``: each
+    file is scored on a Dask cluster into ``output`` (a folder), see
+    :mod:`nbdeploy.daskscore`.
+    """
+    if engine == "dask":
+        from nbdeploy import daskscore
+
+        return daskscore.score(ref, data, output=output, log=log, chunk_rows=chunk_rows)
+    if engine != "pandas":
+        raise NbdeployError(f"engine is 'pandas' (in this process) or 'dask', not {engine!r}")
     from nbdeploy.serving.adapter import load
 
-    model = load(ref)
+    return score_loaded(load(ref), data, output=output, log=log, chunk_rows=chunk_rows)
+
+
+def score_loaded(
+    model: Any,
+    data: Any,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    log: bool = True,
+    chunk_rows: int | None = None,
+    progress: bool = True,
+) -> Any:
+    """:func:`score` with a model already loaded (and verified)."""
+    import pandas as pd
+
     if isinstance(data, pd.DataFrame):  # refuse bad rows before any chunk is scored or logged
         model.schema.from_frame(data)
     rows = chunk_rows or config.settings().score_chunk_rows
@@ -67,11 +91,11 @@ def score(
     writer: Any = None
     parts = []
     try:
-        with tqdm(
+        with Progress(
             total=total,
             unit="rows",
             desc=f"scoring {model.name} v{model.version.version}",
-            disable=total < rows,
+            disable=total < rows or not progress,
         ) as bar:
             for chunk in chunks:
                 columns = model.schema.from_frame(chunk)

@@ -8,7 +8,9 @@ rejections or alerts changed, or the window slid by a minute; it never blocks th
 kernel, and stops with :meth:`MonitorPanel.stop`, ``close()``, or when a new panel
 is opened for the same deployment (re-running the cell). The mime bundle also
 carries a ``text/html`` snapshot, so executed notebooks show the report where widgets
-cannot render.
+cannot render. In a kernel run by papermill or ``jupyter nbconvert --execute`` no
+one can interact with the widget, and nbconvert would prefer its saved state (a
+blank area without a CDN) to the snapshot: there the bundle is the snapshot alone.
 """
 
 from __future__ import annotations
@@ -114,10 +116,27 @@ class MonitorPanel(widgets.VBox):
         super().close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        interactive = frontend_is_interactive()
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {}) if interactive else {}
         if self.report is not None:
+            bundle["text/plain"] = repr(self.report)
             bundle["text/html"] = self.report._repr_html_()
         return bundle
+
+
+def frontend_is_interactive() -> bool:
+    """Whether the cell being run came from a person's frontend (JupyterLab, VS Code).
+
+    Headless executors (nbclient, hence papermill and ``nbconvert --execute``) send
+    their requests with ``allow_stdin`` off; interactive frontends turn it on.
+    """
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:  # not in a kernel: leave the bundle as ipywidgets makes it
+        return True
+    parent = kernel.get_parent() if hasattr(kernel, "get_parent") else {}
+    return bool((parent or {}).get("content", {}).get("allow_stdin", True))
 
 
 def _poll(panel_ref: weakref.ref[MonitorPanel], stopped: threading.Event) -> None:

@@ -39,6 +39,7 @@ EXPECTED_ALL = [
     "drift",
     "erase",
     "estimate",
+    "export",
     "fairness",
     "feedback",
     "history",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import threading
 import time
@@ -15,7 +14,7 @@ import nbdeploy as nd
 from nbdeploy import scheduler
 from nbdeploy.cron import Cron, every_as_cron
 from nbdeploy.exceptions import JobError
-from nbdeploy.runner import TEMPLATES, typed
+from nbdeploy.runner import typed
 from tests.conftest import kernel_name
 
 pytestmark = pytest.mark.slow
@@ -204,24 +203,6 @@ def test_schedule_refuses_bad_specs(tiny):
         nd.schedule(tiny, cron="0 25 * * *")
     with pytest.raises(JobError, match="'size'"):
         nd.schedule(tiny, every="1h", parameters={"size": 3})
-
-
-def test_exports_name_the_notebook_and_parameters(home):
-    nd.schedule("retrain", cron="*/5 * * * *", parameters={"model_name": "churn", "seed": 3})
-    dag = scheduler.export_airflow("retrain")
-    compile(dag, "dag.py", "exec")
-    calls = [n for n in ast.walk(ast.parse(dag)) if isinstance(n, ast.Call)]
-    op = next(c for c in calls if getattr(c.func, "id", "") == "PapermillOperator")
-    kwargs = {k.arg: ast.literal_eval(k.value) for k in op.keywords if k.arg != "execution_timeout"}
-    assert kwargs["input_nb"] == str(TEMPLATES / "retrain.ipynb")
-    assert kwargs["parameters"] == {"model_name": "churn", "seed": 3}
-    assert "schedule='*/5 * * * *'" in dag
-    line = scheduler.export_cron("retrain")
-    assert (
-        line.startswith("*/5 * * * * cd ") and "job retrain -p model_name churn -p seed 3" in line
-    )
-    manifest = scheduler.export_kubernetes("retrain", image="me/nb:1")
-    assert 'schedule: "*/5 * * * *"' in manifest and "image: me/nb:1" in manifest
 
 
 def test_cron_expressions():

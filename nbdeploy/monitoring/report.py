@@ -40,6 +40,8 @@ class MonitorReport:
     alerts: pd.DataFrame
     comparison: Comparison | None
     data: Window = field(repr=False, compare=False)
+    #: the other versions that answered in the window, each against its own profile
+    other_versions: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     #: fairness, anomalies, label-free estimate and segments (``monitoring.beyond``)
     extras: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -131,7 +133,9 @@ def report(
 
     w = load_window(name, window, now=now)
     if w.ref is None:
-        raise NbdeployError(
+        from nbdeploy.hints import unknown_name
+
+        raise unknown_name(name) or NbdeployError(
             f"no deployment or logged predictions named {name!r}; serve a model first "
             "(see nd.deployments())"
         )
@@ -158,6 +162,7 @@ def report(
         alerts=alerts(name, limit=50),
         comparison=comparison,
         data=w,
+        other_versions=metrics.version_drift(w),
         extras=compute(w, by) if extras else {},
     )
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nbdeploy import integrity, lineage, registry
+from nbdeploy import boosters, integrity, lineage, registry
+from nbdeploy.exceptions import DeploymentError
 from nbdeploy.flavors import as_vector
 from nbdeploy.integrity import Verified
 from nbdeploy.models import ModelVersion
@@ -33,7 +35,14 @@ _ARGMAX_EXACT = {
     "HistGradientBoostingClassifier",
     "GaussianNB",
     "MultinomialNB",
+    "XGBClassifier",
+    "LGBMClassifier",
+    "NativeBooster",
+    "OnnxSession",
 }
+
+#: How a loaded model answers: its own library, or onnxruntime on its ONNX conversion.
+RUNTIMES = ("native", "onnx")
 
 # sklearn warns on every call when a frame-fitted estimator gets an array; the
 # warm-up proves the array path gives identical results before it is used.
@@ -68,7 +77,20 @@ class Output:
 class LoadedModel:
     """One version, ready to predict; immutable once warmed up."""
 
-    def __init__(self, mv: ModelVersion, verified: Verified, *, alias: str | None = None) -> None:
+    def __init__(
+        self,
+        mv: ModelVersion,
+        verified: Verified,
+        *,
+        alias: str | None = None,
+        runtime: str = "native",
+        onnx_bytes: bytes | None = None,
+    ) -> None:
+        """``runtime="onnx"``: answer through onnxruntime, from ``onnx_bytes`` or a fresh
+        conversion of the verified native model (``nbdeploy.exports.to_onnx``)."""
+        if runtime not in RUNTIMES:
+            raise DeploymentError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
         self.version = mv
         #: the files the model was loaded from, as read and checked (the folder may change)
         self.files = verified
@@ -83,12 +105,33 @@ class LoadedModel:
             f"{name} {then} at registration, {now} here"
             for name, (then, now) in lineage.mismatches(self.meta["lineage"]["packages"]).items()
         ]
-        if self.flavor == "sklearn":
-            self.model = _load_sklearn(verified)
+        #: answered by the estimator itself (scikit-learn API or a native booster), not pyfunc
+        self.native = self.flavor in ("sklearn", *boosters.FLAVORS)
+        #: the estimator (scikit-learn API), a NativeBooster, an OnnxSession or a pyfunc model
+        self.model: Any
+        if runtime == "onnx" and not self.native:
+            raise DeploymentError(
+                f"{mv.name} is a {self.flavor} model; the ONNX runtime serves scikit-learn, "
+                "XGBoost and LightGBM models"
+            )
+        if self.native:
+            if runtime == "onnx":
+                from nbdeploy.exports.to_onnx import OnnxSession, convert
+
+                if onnx_bytes is None:
+                    onnx_bytes = convert(LoadedModel(mv, verified, alias=alias))
+                self.model = OnnxSession(
+                    onnx_bytes, self.schema, self.classes, indexed=self.flavor in boosters.FLAVORS
+                )
+            elif self.flavor == "sklearn":
+                self.model = _load_sklearn(verified)
+            else:
+                self.model = boosters.load(verified, self.flavor, self.classes)
             self.has_proba = hasattr(self.model, "predict_proba") and self.classes is not None
             final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
             self.argmax = self.has_proba and type(final).__name__ in _ARGMAX_EXACT
-            self.classes_array = np.asarray(getattr(self.model, "classes_", []))
+            labels = getattr(self.model, "classes_", None)
+            self.classes_array = np.asarray(labels if labels is not None else [])
         else:
             import mlflow.pyfunc
 
@@ -107,7 +150,7 @@ class LoadedModel:
             plain = np.asarray(self.model.predict(self.features(example)))
             self.argmax = np.array_equal(plain, self.predict(example).predictions)
         reference = self.predict(example)
-        if self.flavor == "sklearn" and self.schema.numeric:
+        if self.native and self.schema.numeric:
             matrix = np.column_stack(
                 [np.asarray(example[c], dtype=np.float64) for c in self.schema.names]
             )
@@ -143,7 +186,7 @@ class LoadedModel:
 
     def predict(self, inputs: np.ndarray | dict[str, Any]) -> Output:
         features = self.features(inputs)
-        if self.flavor == "sklearn":
+        if self.native:
             if self.argmax:
                 proba = np.asarray(self.model.predict_proba(features))
                 return Output(self.classes_array[proba.argmax(axis=1)], proba)
@@ -176,7 +219,7 @@ def _load_sklearn(verified: Verified) -> Any:
 
 
 def load_verified(
-    name: str, version: int, manifest_sha: str, *, alias: str | None = None
+    name: str, version: int, manifest_sha: str, *, alias: str | None = None, runtime: str = "native"
 ) -> LoadedModel:
     """Load a version already fetched to the cache by the caller, checking its hashes.
 
@@ -186,14 +229,39 @@ def load_verified(
     """
     path = registry.cache_path(name, version, manifest_sha)
     verified = integrity.read_verified(path, manifest_sha, what=f"{name}/{version}")
-    return LoadedModel(ModelVersion(name=name, version=version, run_id=""), verified, alias=alias)
+    mv = ModelVersion(name=name, version=version, run_id="")
+    return LoadedModel(mv, verified, alias=alias, runtime=runtime)
 
 
-def load(ref: str | ModelVersion, *, trust_unverified: bool = False) -> LoadedModel:
+def load_folder(path: Path, resolved: str | None, *, runtime: str = "native") -> LoadedModel:
+    """A model folder outside any registry: what an exported container serves.
+
+    ``resolved`` is ``VERSION:MANIFEST_SHA256`` as the export recorded it; the files are
+    checked against that manifest before anything is loaded, exactly as for a registry.
+    """
+    version, _, expected = (resolved or "").partition(":")
+    if not (path / registry.METADATA).is_file():
+        raise DeploymentError(
+            f"{path} is not a model folder written by nbdeploy (no nbdeploy.json)"
+        )
+    if not version.isdigit() or not expected:
+        raise DeploymentError(
+            f"serving the folder {path} needs its version and manifest hash: "
+            "--resolved VERSION:MANIFEST_SHA256 (the export's Dockerfile passes it)"
+        )
+    name = str(registry.read_json(path, registry.METADATA)["name"])
+    verified = integrity.read_verified(path, expected, what=f"{name}/{version} in {path}")
+    mv = ModelVersion(name=name, version=int(version), run_id="")
+    return LoadedModel(mv, verified, runtime=runtime)
+
+
+def load(
+    ref: str | ModelVersion, *, trust_unverified: bool = False, runtime: str = "native"
+) -> LoadedModel:
     """Resolve, fetch, verify the hashes of, load and warm up a model version."""
     mv = registry.resolve(ref)
     alias = None
     if isinstance(ref, str):
         _, _, alias = registry.parse_ref(ref)
     verified = registry.fetch_verified(mv, trust_unverified=trust_unverified)
-    return LoadedModel(mv, verified, alias=alias)
+    return LoadedModel(mv, verified, alias=alias, runtime=runtime)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nbdeploy.exceptions import DeploymentError, SchemaError
+from nbdeploy.exceptions import DeploymentError, NbdeployError, SchemaError
 from nbdeploy.models import _badge, _table
+from nbdeploy.schema import in_pandas_terms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +81,10 @@ def split_payload(X: Any) -> bytes:
 def predict(dep: Deployment, X: Any) -> pd.DataFrame:
     import pandas as pd
 
-    answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    try:
+        answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    except SchemaError as exc:
+        raise in_pandas_terms(exc, X) from None
     index = X.index if isinstance(X, pd.DataFrame) else None
     columns = {
         "prediction": answer["predictions"],
@@ -106,7 +110,10 @@ class Deployment:
 
     def predict(self, X: Any) -> pd.DataFrame:
         """Send rows to the server; returns predictions with their ids."""
-        return predict(self, X)
+        try:
+            return predict(self, X)
+        except NbdeployError as exc:  # the user's mistake: no frames from the client
+            raise exc.with_traceback(None) from None
 
     def status(self) -> dict[str, Any]:
         return status(self)

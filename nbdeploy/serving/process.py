@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config, names
 from nbdeploy.exceptions import DeploymentError
+from nbdeploy.models import Stopped
 from nbdeploy.serving.client import Deployment
 
 if TYPE_CHECKING:
@@ -150,8 +151,12 @@ def serve(
     threshold: float | None = None,
     fallback: Any = None,
     trust_unverified: bool = False,
+    runtime: str = "native",
 ) -> Deployment:
-    """Start a model server in the background and wait until it answers."""
+    """Start a model server in the background and wait until it answers.
+
+    ``runtime="onnx"`` answers through onnxruntime on the model's ONNX conversion.
+    """
     from nbdeploy import registry
 
     shadow = (shadow,) if isinstance(shadow, str) else tuple(shadow)
@@ -189,6 +194,8 @@ def serve(
     ]
     if trust_unverified:
         command.append("--trust-unverified")
+    if runtime != "native":
+        command += ["--runtime", runtime]
     expected = registry.manifest_sha(mv)
     if expected:  # fetched and verified here, so the server starts without the registry
         registry.fetch_model(mv)
@@ -199,6 +206,9 @@ def serve(
         command += ["--split", f"{other}={float(fraction)}"]
     if threshold is not None:
         command += ["--threshold", str(float(threshold)), "--fallback", json.dumps(fallback)]
+    # the token travels in the environment (never argv, which ps shows); one from this
+    # process's NBDEPLOY_TOKEN / NBDEPLOY_TOKEN_FILE protects the server just the same
+    token = token or config.settings().token
     env = config.child_env(NBDEPLOY_TOKEN=token or "")
     with log_path.open("wb") as log:
         child = subprocess.Popen(
@@ -234,13 +244,13 @@ def serve(
     )
 
 
-def stop(name: str | None = None, *, all: bool = False) -> list[str]:
+def stop(name: str | None = None, *, all: bool = False) -> Stopped:
     """Stop one deployment (or every one with ``all=True``); returns the names stopped."""
     if not all and name is None:
         raise DeploymentError("name a deployment to stop, or pass all=True")
     if not all and _read_state(names.check(name, "deployment")) is None:
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
-    stopped = []
+        raise _no_deployment(name)
+    stopped = Stopped()
     for each in _known_names() if all else [name]:
         info = _read_state(str(each))
         if info is None:
@@ -304,10 +314,19 @@ def deployments() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "ref", "version", "url", "pid", "status"])
 
 
+def _no_deployment(name: str | None) -> DeploymentError:
+    from nbdeploy.hints import closest
+
+    guess = closest(str(name), _known_names())
+    if guess is not None:
+        return DeploymentError(f"no deployment named {name!r}; did you mean {guess!r}?")
+    return DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+
+
 def deployment(name: str) -> Deployment:
     info = _read_state(name)
     if info is None:
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+        raise _no_deployment(name)
     return Deployment(
         name=name,
         ref=info["ref"],

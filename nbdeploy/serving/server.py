@@ -8,22 +8,44 @@ binds the port; writes the state file ``nd.serve`` waits for; runs uvicorn.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
 
 from nbdeploy import config, registry
 from nbdeploy.auditlog import AuditLog
 from nbdeploy.exceptions import DeploymentError
-from nbdeploy.serving.adapter import LoadedModel, load, load_verified
+from nbdeploy.serving.adapter import LoadedModel, load, load_folder, load_verified
 from nbdeploy.serving.app import App
 from nbdeploy.serving.batching import AliasFollower, Predictor
 from nbdeploy.serving.process import clear_state, hold_name, write_state
 from nbdeploy.serving.routing import ABSTAIN, Policy, Router, Shadow, ShadowRunner
+
+
+def is_folder(ref: str) -> bool:
+    """Is ``ref`` a model folder on disk (``nbdeploy serve PATH``) rather than a registry ref?"""
+    return os.path.isdir(ref)
+
+
+def _default_name(ref: str) -> str:
+    """The model's name: from the ref, or from a model folder's metadata (checked)."""
+    if not is_folder(ref):
+        return registry.parse_ref(ref)[0]
+    try:
+        name = str(registry.read_json(Path(ref), registry.METADATA)["name"])
+    except (OSError, ValueError, KeyError):
+        raise DeploymentError(f"{ref} is not a model folder written by nbdeploy") from None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+        raise DeploymentError(f"the model folder {ref} names no usable model; pass --name")
+    return name
 
 
 def parse_fallback(value: Any) -> Any:
@@ -50,11 +72,17 @@ class ServerSetup:
         fallback: Any,
         trust_unverified: bool,
         resolved: str | None = None,
+        runtime: str = "native",
     ) -> None:
         s = config.settings()
         self.trust = trust_unverified
+        self.runtime = runtime
         self.followers: list[AliasFollower] = []
-        self.log = AuditLog(background_checkpoints=True)
+        # a short busy timeout: a request waits that long for a locked log, then 503
+        self.log = AuditLog(background_checkpoints=True, busy_timeout_s=s.audit_wait_s)
+        self.wait_s = s.audit_wait_s
+        #: the one thread that commits to the log, off the event loop
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="nbdeploy-audit")
         model = self._load(ref, resolved=resolved)
         # several models read one parsed request: they must keep taking the same columns
         several = bool(shadow or split or threshold is not None)
@@ -63,7 +91,11 @@ class ServerSetup:
         self.ref = ref
         self.policy = self._policy(model, threshold, fallback)
         shadows = [Shadow(r, self._load(r, like=model)) for r in shadow]
-        self.runner = ShadowRunner(self.name, shadows, model.schema.names) if shadows else None
+        self.runner = (
+            ShadowRunner(self.name, shadows, model.schema.names, s.shadow_queue_bytes)
+            if shadows
+            else None
+        )
         self.primary = self._predictor(ref, model)
         if sum(split.values()) > 1 or any(f <= 0 for f in split.values()):
             raise DeploymentError("split fractions must be positive and sum to at most 1")
@@ -81,12 +113,14 @@ class ServerSetup:
     def _load(
         self, ref: str, like: LoadedModel | None = None, resolved: str | None = None
     ) -> LoadedModel:
-        if resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
+        if is_folder(ref):  # an exported model folder: no registry at all
+            model = load_folder(Path(ref), resolved, runtime=self.runtime)
+        elif resolved:  # "VERSION:MANIFEST_SHA" from nd.serve, which fetched the files
             name, _, alias = registry.parse_ref(ref)
             version, _, expected = resolved.partition(":")
-            model = load_verified(name, int(version), expected, alias=alias)
+            model = load_verified(name, int(version), expected, alias=alias, runtime=self.runtime)
         else:
-            model = load(ref, trust_unverified=self.trust)
+            model = load(ref, trust_unverified=self.trust, runtime=self.runtime)
         if like is not None and model.schema.names != like.schema.names:
             raise DeploymentError(
                 f"{ref} takes columns {model.schema.names}, but the "
@@ -112,11 +146,21 @@ class ServerSetup:
         return Policy(threshold, fallback)
 
     def _predictor(self, ref: str, model: LoadedModel) -> Predictor:
-        predictor = Predictor(self.name, model, self.log, policy=self.policy, shadows=self.runner)
+        predictor = Predictor(
+            self.name,
+            model,
+            self.log,
+            policy=self.policy,
+            shadows=self.runner,
+            writer=self.writer,
+            wait_s=self.wait_s,
+        )
         self._follow(predictor, ref)
         return predictor
 
     def _follow(self, target: Any, ref: str) -> AliasFollower | None:
+        if is_folder(ref):
+            return None
         _, _, alias = registry.parse_ref(ref)
         if not alias:
             return None
@@ -150,6 +194,41 @@ class ServerSetup:
         }
 
 
+class _Redacted:
+    """A stream that masks secrets (the token, the audit key, passwords in URLs) in
+    everything the server prints, from nbdeploy or any library, before it reaches
+    the deployment log."""
+
+    def __init__(self, stream: IO[str], token: str | None) -> None:
+        self.stream, self.token = stream, token
+
+    def write(self, text: str) -> int:
+        return self.stream.write(config.redact(text, self.token))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def allowed_hosts(host: str, extra: tuple[str, ...]) -> frozenset[str] | None:
+    """Host header names a server bound to ``host`` answers to (None: any).
+
+    Bound to loopback: loopback names only, so a DNS-rebinding page cannot reach it.
+    Bound beyond: those in ``NBDEPLOY_ALLOWED_HOSTS`` (``*``: any), its own address
+    and loopback names (probes inside the container).
+    """
+    loopback = {"localhost", "127.0.0.1", "[::1]"}
+    bound = host.lower() if ":" not in host else f"[{host.lower()}]"
+    try:
+        is_loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        is_loopback = False
+    if is_loopback:
+        return frozenset(loopback | {bound})
+    if "*" in extra:
+        return None
+    return frozenset(loopback | {bound} | set(extra))
+
+
 def run(
     ref: str,
     *,
@@ -163,6 +242,7 @@ def run(
     fallback: Any = None,
     trust_unverified: bool = False,
     resolved: str | None = None,
+    runtime: str = "native",
 ) -> None:
     """Serve ``ref`` in the foreground until interrupted.
 
@@ -172,7 +252,10 @@ def run(
     import uvicorn
 
     s = config.settings()
-    name_lock = hold_name(name or registry.parse_ref(ref)[0])  # noqa: F841 (held until exit)
+    token = token if token is not None else s.token
+    sys.stdout = _Redacted(sys.stdout, token)
+    sys.stderr = _Redacted(sys.stderr, token)
+    name_lock = hold_name(name or _default_name(ref))  # noqa: F841 (held until exit)
     dep = ServerSetup(
         ref,
         name=name,
@@ -182,6 +265,7 @@ def run(
         fallback=fallback,
         trust_unverified=trust_unverified,
         resolved=resolved,
+        runtime=runtime,
     )
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -203,7 +287,7 @@ def run(
     primary_follower = next((f for f in dep.followers if f.predictor is dep.primary), None)
     app = App(
         dep.primary,
-        token=token if token is not None else s.token,
+        token=token,
         follower=primary_follower,
         max_body_bytes=s.max_body_bytes,
         max_rows=s.max_rows,
@@ -211,6 +295,11 @@ def run(
         router=dep.router,
         shadows=dep.runner,
         on_change=publish,
+        allowed_hosts=allowed_hosts(host, s.allowed_hosts),
+        max_concurrent=s.max_concurrent,
+        rate_limit=s.rate_limit,
+        body_timeout_s=s.body_timeout_s,
+        writer=dep.writer,
     )
     publish()
     print(

@@ -1,0 +1,157 @@
+"""Batch scoring and drift from Parquet: rows/s and peak memory.
+
+    python benchmarks/bench_batch.py [--rows 2000000] [--files 8] [--chunk-rows 50000]
+
+Compares, on the quickstart pipeline (4 columns, one categorical), scoring N rows split
+over --files Parquet files:
+
+- ``nd.score(engine="dask")``: a local Dask cluster, one file per task, with and
+  without audit logging (the difference is the cost of logging batch predictions);
+- ``nd.score`` in pandas, file by file in this process, with and without logging;
+- MLflow's pyfunc model in pandas chunks (read a batch, predict, write), no logging;
+- ``nd.drift`` over the files (one column at a time) vs on the whole table in memory.
+
+Each measurement runs in a fresh child process and times the call itself (model load
+and, for Dask, starting the local cluster included; Python's imports not); peak memory
+is the largest total RSS of that process and all its children (Dask workers included),
+sampled every 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+CASES = ["dask", "dask-nolog", "pandas", "pandas-nolog", "pyfunc", "drift-files", "drift-memory"]
+
+
+def child(case: str, data: Path, out: Path, chunk: int) -> None:
+
+    files = sorted(data.glob("*.parquet"))
+    started = time.perf_counter()
+    run(case, files, data, out, chunk)
+    print(f"WORK_SECONDS {time.perf_counter() - started}")
+
+
+def run(case: str, files: list[Path], data: Path, out: Path, chunk: int) -> None:
+    import pandas as pd
+
+    import nbdeploy as nd
+
+    if case.startswith("dask"):
+        nd.score(
+            "churn/1", str(data), output=out, engine="dask", log=case == "dask", chunk_rows=chunk
+        )
+    elif case.startswith("pandas"):
+        out.mkdir()
+        for f in files:
+            nd.score("churn/1", f, output=out / f.name, log=case == "pandas", chunk_rows=chunk)
+    elif case == "pyfunc":
+        import mlflow.pyfunc
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from nbdeploy import config
+
+        mlflow.set_tracking_uri(config.settings().tracking_uri)
+        model = mlflow.pyfunc.load_model("models:/churn/1")
+        out.mkdir()
+        for f in files:
+            writer = None
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=chunk):
+                frame = batch.to_pandas()
+                # the signature nbdeploy registered: numbers as double, categories as strings
+                casts = dict.fromkeys(frame.select_dtypes("integer").columns, "float64")
+                casts.update(dict.fromkeys(frame.select_dtypes("category").columns, "object"))
+                frame["prediction"] = model.predict(frame.astype(casts))
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = writer or pq.ParquetWriter(out / f.name, table.schema)
+                writer.write_table(table)
+            assert writer is not None
+            writer.close()
+    elif case == "drift-files":
+        nd.drift("churn/1", str(data))
+    else:
+        nd.drift("churn/1", pd.concat(pd.read_parquet(f) for f in files))
+
+
+def measure(case: str, data: Path, work: Path, chunk: int) -> tuple[float, float]:
+    out = work / f"out-{case}"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", case, str(data), str(out), str(chunk)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    peak = 0
+    watched = psutil.Process(proc.pid)
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            try:
+                tree = [watched, *watched.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    output, _ = proc.communicate()
+    stop.set()
+    thread.join()
+    if proc.returncode:
+        raise SystemExit(f"{case} failed ({proc.returncode})")
+    seconds = float(output.rsplit("WORK_SECONDS ", 1)[1])
+    return seconds, peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--chunk-rows", type=int, default=50_000)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        case, data, out, chunk = args.child
+        child(case, Path(data), Path(out), int(chunk))
+        return
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-bench-batch-") as tmp:
+        work = Path(tmp)
+        os.environ["NBDEPLOY_HOME"] = str(work / "home")
+        import nbdeploy as nd
+        from nbdeploy.datasets import churn, churn_pipeline
+
+        X, y = churn(5000, seed=0)
+        nd.register(churn_pipeline().fit(X, y), "churn", X, y)
+        data = work / "data"
+        data.mkdir()
+        per_file = args.rows // args.files
+        for i in range(args.files):
+            churn(per_file, seed=100 + i)[0].to_parquet(data / f"part-{i:03d}.parquet", index=False)
+        rows = per_file * args.files
+        results = {}
+        print(f"{rows:,} rows in {args.files} Parquet files, chunk {args.chunk_rows:,} rows")
+        print(f"{'case':<14}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
+        for case in args.cases.split(","):
+            seconds, peak = measure(case, data, work, args.chunk_rows)
+            results[case] = {"seconds": seconds, "rows_per_s": rows / seconds, "peak_mb": peak}
+            print(f"{case:<14}{seconds:>10.1f}{rows / seconds:>12,.0f}{peak:>10.0f}", flush=True)
+        print(json.dumps({"rows": rows, "files": args.files, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
