@@ -200,24 +200,37 @@ def classifier(
     tp, fp, fn = (p * cur_pred).sum(), ((1 - p) * cur_pred).sum(), (p * (1 - cur_pred)).sum()
     f1, auc = _f1(tp, fp, fn), _expected_auc(p, cur_score)
     f1s, aucs = [], []
+    groups = score_groups(cur_score)
     for _ in range(n_sim):  # the realized metric's spread when labels follow p
         y = rng.random(n) < p
         f1s.append(_f1((y & (cur_pred == 1)).sum(), (~y & (cur_pred == 1)).sum(),
                        (y & (cur_pred == 0)).sum()))  # fmt: skip
-        aucs.append(_sim_auc(y, cur_score))
+        aucs.append(_sim_auc(y, groups))
     out["f1"] = _interval(f1, np.asarray(f1s))
     out["roc_auc"] = _interval(auc, np.asarray(aucs))
     return out
 
 
-def _sim_auc(y: np.ndarray, s: np.ndarray) -> float:
-    pos, neg = int(y.sum()), int((~y).sum())
-    if not pos or not neg:
-        return math.nan
-    from scipy.stats import rankdata
+def score_groups(s: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each row's index among the sorted distinct scores (ties share one), and how many."""
+    values, index = np.unique(s, return_inverse=True)
+    return index, len(values)
 
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+def grouped_auc(index: np.ndarray, n_groups: int, pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC-AUC from per-row positive and negative weights (labels, bootstrap counts),
+    ties counting half: one pass over the distinct scores, no sorting per call."""
+    p = np.bincount(index, pos, n_groups)
+    q = np.bincount(index, neg, n_groups)
+    total_p, total_q = p.sum(), q.sum()
+    if total_p <= 0 or total_q <= 0:
+        return math.nan
+    below = np.cumsum(q) - q
+    return float((p * (below + 0.5 * q)).sum() / (total_p * total_q))
+
+
+def _sim_auc(y: np.ndarray, groups: tuple[np.ndarray, int]) -> float:
+    return grouped_auc(groups[0], groups[1], y.astype(float), (~y).astype(float))
 
 
 def _interval(value: float, draws: np.ndarray) -> Estimate:

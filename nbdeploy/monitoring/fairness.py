@@ -273,17 +273,18 @@ def _with_ci(
 def _auc(
     yt: np.ndarray, score: np.ndarray, enough: bool, n_boot: int, rng: np.random.Generator
 ) -> tuple[float, float, float]:
-    from sklearn.metrics import roc_auc_score
+    from nbdeploy.monitoring.estimation import grouped_auc, score_groups
 
     if not enough or yt.all() or not yt.any():
         return math.nan, math.nan, math.nan
-    value = float(roc_auc_score(yt, score))
-    draws = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(yt), len(yt))
-        if yt[i].any() and not yt[i].all():
-            draws.append(roc_auc_score(yt[i], score[i]))
-    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (math.nan, math.nan)
+    index, n_groups = score_groups(score)
+    pos, neg = yt.astype(float), (~yt).astype(float)
+    value = grouped_auc(index, n_groups, pos, neg)
+    # a bootstrap resample is a vector of counts per row: weights, no re-sorting
+    counts = rng.multinomial(len(yt), np.full(len(yt), 1.0 / len(yt)), size=n_boot)
+    draws = [grouped_auc(index, n_groups, c * pos, c * neg) for c in counts]
+    finite = [d for d in draws if d == d]
+    lo, hi = np.percentile(finite, [2.5, 97.5]) if finite else (math.nan, math.nan)
     return value, float(lo), float(hi)
 
 

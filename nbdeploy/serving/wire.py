@@ -191,8 +191,8 @@ def _csv_columns(schema: Schema, header: list[str], rows: list[list[str]]) -> di
     typed = {c.name: c for c in schema.columns}
     columns: dict[str, Any] = {}
     for name, values in zip(header, zip(*rows, strict=True), strict=True):
-        col = typed[name]
-        if col.type == "string":
+        col = typed.get(name)  # None: a passthrough column (_check_names let it in), text
+        if col is None or col.type == "string":
             columns[name] = [v if v != "" else None for v in values]
             continue
         if col.type != "boolean":
