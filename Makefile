@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 KERNEL := nbdeploy-test
 
-.PHONY: install demo test lint bench clean lab labtest browser
+.PHONY: install demo test lint bench clean lab labtest browser postgres
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,7 +49,15 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		>/dev/null; } || echo "chromium not installed: the browser test will be skipped"
 
-test: lint labtest browser
+# Debian's PostgreSQL server binaries for the team tests (one throwaway cluster per run;
+# tests/test_team.py and the PostgreSQL audit log are skipped with a reason without it).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+		|| echo "postgresql not installed: the team tests will be skipped"
+
+test: lint labtest browser postgres
 	NBDEPLOY_TEST_KERNEL=$(KERNEL) $(PY) -m pytest -q
 
 bench: install

@@ -133,6 +133,25 @@ def settings() -> Settings:
     )
 
 
+def is_remote_tracking(uri: str) -> bool:
+    """Is ``uri`` a tracking server (not the embedded SQLite/file store)?"""
+    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
+
+
+def redact(uri: str) -> str:
+    """``uri`` without a password (``scheme://user:***@host``), for errors and displays."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def reset() -> None:
     """Forget the cached settings (tests, or after changing the environment)."""
     settings.cache_clear()

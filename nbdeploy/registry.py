@@ -60,8 +60,12 @@ def _experiment_id() -> str:
     experiment = c.get_experiment_by_name(s.experiment)
     if experiment is not None:
         return str(experiment.experiment_id)
-    try:  # the artifact root is explicit: MLflow would otherwise use ./mlruns of this process
-        return str(c.create_experiment(s.experiment, artifact_location=s.artifact_root))
+    # The embedded registry gets an explicit artifact root (MLflow would otherwise use
+    # ./mlruns of this process); a tracking server chooses its own (mlflow-artifacts:),
+    # so a model never lands on the disk of whoever registered it first.
+    location = None if config.is_remote_tracking(s.tracking_uri) else s.artifact_root
+    try:
+        return str(c.create_experiment(s.experiment, artifact_location=location))
     except Exception:  # created concurrently by another process
         experiment = c.get_experiment_by_name(s.experiment)
         if experiment is None:
