@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="below this top-class probability, answer with --fallback"
     )
     serve.add_argument("--fallback", help="a value, a model ref, or 'abstain' (default)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="serving processes behind the port (default 1)"
+    )
+    serve.add_argument("--worker", help=argparse.SUPPRESS)  # FD:FD:INDEX from the supervisor
     serve.add_argument("--resolved", help=argparse.SUPPRESS)  # VERSION:MANIFEST_SHA from nd.serve
     serve.add_argument(
         "--trust-unverified",
@@ -140,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                 fallback=args.fallback,
                 trust_unverified=args.trust_unverified,
                 resolved=args.resolved,
+                workers=args.workers,
+                worker=args.worker,
+                argv=list(sys.argv[1:] if argv is None else argv),
             )
         elif args.command == "list":
             from nbdeploy.serving.process import deployments

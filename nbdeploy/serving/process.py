@@ -49,7 +49,7 @@ def _read_state(name: str) -> dict[str, Any] | None:
 
 def write_state(name: str, state: dict[str, Any]) -> None:
     """Atomically (re)write a deployment's state file."""
-    tmp = _state_path(name).with_suffix(".tmp")
+    tmp = _state_path(name).with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, _state_path(name))
 
@@ -119,8 +119,13 @@ def serve(
     threshold: float | None = None,
     fallback: Any = None,
     trust_unverified: bool = False,
+    workers: int = 1,
 ) -> Deployment:
-    """Start a model server in the background and wait until it answers."""
+    """Start a model server in the background and wait until it answers.
+
+    ``workers`` > 1 runs that many serving processes behind the one port; the
+    deployment's ``pid`` is then their supervisor's, and stopping it stops them all.
+    """
     from nbdeploy import registry
 
     shadow = (shadow,) if isinstance(shadow, str) else tuple(shadow)
@@ -131,6 +136,8 @@ def serve(
     mv = registry.resolve(ref)  # a wrong ref fails here, in the notebook, not in a child
     for other in (*shadow, *split, *([fallback] if registry.is_ref(fallback) else [])):
         registry.resolve(other)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DeploymentError(f"workers must be a whole number >= 1, not {workers!r}")
     if threshold is not None and not 0 < threshold <= 1:
         raise DeploymentError("threshold is a probability: give a number in (0, 1]")
     name = name or mv.name
@@ -160,6 +167,8 @@ def serve(
     ]
     if trust_unverified:
         command.append("--trust-unverified")
+    if workers > 1:
+        command += ["--workers", str(workers)]
     expected = registry.manifest_sha(mv)
     if expected:  # fetched and verified here, so the server starts without the registry
         registry.fetch_model(mv)

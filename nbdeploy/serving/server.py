@@ -161,16 +161,27 @@ def run(
     fallback: Any = None,
     trust_unverified: bool = False,
     resolved: str | None = None,
+    workers: int = 1,
+    worker: str | None = None,
+    argv: list[str] | None = None,
 ) -> None:
     """Serve ``ref`` in the foreground until interrupted.
 
     ``resolved`` ("VERSION:MANIFEST_SHA") is how ``nd.serve`` hands over the version it
     already resolved and fetched, so that the first answer needs no registry call.
+    With ``workers`` > 1 this process supervises that many copies of the command
+    ``argv`` (see ``workers.py``); ``worker`` is how such a copy learns its socket.
     """
     import uvicorn
 
     s = config.settings()
-    name_lock = hold_name(name or registry.parse_ref(ref)[0])  # noqa: F841 (held until exit)
+    if workers > 1 and worker is None:
+        from nbdeploy.serving.workers import supervise
+
+        supervise(list(argv or []), name or registry.parse_ref(ref)[0], host, port, workers)
+        return
+    # a worker's supervisor holds the name; a lone server holds it itself until exit
+    name_lock = None if worker else hold_name(name or registry.parse_ref(ref)[0])  # noqa: F841
     dep = ServerSetup(
         ref,
         name=name,
@@ -181,19 +192,30 @@ def run(
         trust_unverified=trust_unverified,
         resolved=resolved,
     )
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise DeploymentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
+    link = None
+    if worker:
+        from nbdeploy.serving.workers import WorkerLink
+
+        link = WorkerLink(worker, dep.name)
+        sock = link.sock
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DeploymentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sock.listen(2048)
     real_port = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
     config.ensure_home()
 
     def publish() -> None:
-        write_state(dep.name, dep.state(url, host, real_port))
+        state = dep.state(url, host, real_port)
+        if link:  # the supervisor writes the one state file of the deployment
+            link.report(state)
+        else:
+            write_state(dep.name, state)
 
     for follower in dep.followers:  # nd.deployments() shows the version that answers now
         follower.on_swap = publish
@@ -209,7 +231,11 @@ def run(
         router=dep.router,
         shadows=dep.runner,
         on_change=publish,
+        counters=link.totals if link else None,
     )
+    if link:
+        link.start_snapshots(lambda: (app.metrics, app._stats()))
+        link.watch_supervisor()
     publish()
     print(
         f"nbdeploy: serving {ref} (version {dep.primary.current.version.version}) at {url}",
@@ -218,7 +244,8 @@ def run(
     try:  # alert rules on a timer (NBDEPLOY_ALERT_INTERVAL_S); never in the way of serving
         from nbdeploy.monitoring.rules import start_timer
 
-        start_timer(dep.name)
+        if link is None or link.index == 0:  # one deployment, one timer
+            start_timer(dep.name)
     except Exception as exc:
         print(f"nbdeploy: alert timer not started: {exc}", flush=True)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
