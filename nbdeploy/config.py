@@ -138,6 +138,15 @@ def is_remote_tracking(uri: str) -> bool:
     return uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
 
 
+def tracking_identity() -> str:
+    """A digest of the MLflow credentials in the environment (never the credentials)."""
+    import hashlib
+
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    joined = "\x1f".join(os.environ.get(n, "") for n in names)
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
 def redact(uri: str) -> str:
     """``uri`` without a password (``scheme://user:***@host``), for errors and displays."""
     from urllib.parse import urlsplit, urlunsplit

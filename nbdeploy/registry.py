@@ -51,7 +51,48 @@ def _client_for(uri: str) -> MlflowClient:
 
 def client() -> MlflowClient:
     config.ensure_home()
-    return _client_for(config.settings().tracking_uri)
+    uri = config.settings().tracking_uri
+    c = _client_for(uri)
+    _reachable(uri, config.tracking_identity())
+    return c
+
+
+@functools.lru_cache(maxsize=8)  # failures are not cached: the next call tries again
+def _reachable(uri: str, identity: str) -> None:
+    """Fail with one clear line when a tracking server or database cannot be used.
+
+    MLflow would otherwise retry a refused connection for minutes and then raise a
+    stack of HTTP or SQLAlchemy internals. Checked once per process and URI.
+    """
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("", "file", "sqlite"):
+        return
+    where = config.redact(uri)
+    if config.is_remote_tracking(uri) and scheme != "databricks":
+        import httpx
+
+        try:
+            httpx.get(f"{uri.rstrip('/')}/health", timeout=10)
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"cannot reach the MLflow tracking server at {where} ({type(exc).__name__}); "
+                "start it, or fix NBDEPLOY_TRACKING_URI / MLFLOW_TRACKING_URI"
+            ) from None
+    try:
+        _client_for(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        text = str(exc)
+        if " 401" in text or " 403" in text or "Unauthorized" in text:
+            raise RegistryError(
+                f"the MLflow tracking server at {where} refused the credentials; set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            ) from None
+        what = "tracking server" if config.is_remote_tracking(uri) else "tracking database"
+        reason = type(getattr(exc, "orig", None) or exc.__cause__ or exc).__name__
+        raise RegistryError(
+            f"cannot use the MLflow {what} at {where} ({reason}); check that it runs "
+            "and NBDEPLOY_TRACKING_URI"
+        ) from None
 
 
 def _experiment_id() -> str:

@@ -157,11 +157,18 @@ def postgres() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def tracking_server(postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """``mlflow server`` backed by ``postgres``, serving artifacts (mlflow-artifacts:)."""
+    """``mlflow server`` backed by ``postgres``, serving artifacts (mlflow-artifacts:).
+
+    It requires credentials (MLflow's basic-auth app), as a team's server would: users
+    ``alice`` (its admin) and ``bob``, passwords in ``tracking_server.users``.
+    """
+    import secrets
+
     from tests.engines import TrackingServer
 
+    users = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
     server = TrackingServer.start(
-        postgres.create_database("mlflow"), tmp_path_factory.mktemp("tracking")
+        postgres.create_database("mlflow"), tmp_path_factory.mktemp("tracking"), users=users
     )
     try:
         yield server

@@ -109,15 +109,21 @@ def _unprivileged_user() -> str:
 
 @dataclass
 class TrackingServer:
-    """``mlflow server`` on PostgreSQL with artifacts served by the server itself."""
+    """``mlflow server`` on PostgreSQL with artifacts served by the server itself.
+
+    With ``users`` it runs MLflow's basic-auth app: every call needs a user name and
+    password (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``); the first
+    user is the admin, the others are created through the admin API.
+    """
 
     process: subprocess.Popen[bytes]
     url: str
     artifacts: Path
     log: Path
+    users: dict[str, str]
 
     @classmethod
-    def start(cls, backend_uri: str, folder: Path, *, env: dict[str, str] | None = None,
+    def start(cls, backend_uri: str, folder: Path, *, users: dict[str, str] | None = None,
               timeout: float = 180.0) -> TrackingServer:  # fmt: skip
         port = free_port()
         artifacts = folder / "artifacts"
@@ -127,16 +133,40 @@ class TrackingServer:
         command = [str(mlflow), "server", "--backend-store-uri", backend_uri,
                    "--serve-artifacts", "--artifacts-destination", str(artifacts),
                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("MLFLOW_TRACKING_URI", None)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        users = dict(users or {})
+        if users:
+            admin, password = next(iter(users.items()))
+            ini = folder / "basic_auth.ini"
+            ini.write_text(
+                "[mlflow]\ndefault_permission = MANAGE\n"
+                f"database_uri = sqlite:///{folder / 'auth.db'}\n"
+                f"admin_username = {admin}\nadmin_password = {password}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                "auth_cache_ttl_seconds = 600\n"  # else every call pays a PBKDF2 hash
+            )
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini),
+                       MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex())  # fmt: skip
+            command += ["--app-name", "basic-auth"]
         with log.open("wb") as out:
             process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                command, stdout=out, stderr=subprocess.STDOUT, env=env,
                 cwd=folder, start_new_session=True,
             )  # fmt: skip
-        server = cls(process, f"http://127.0.0.1:{port}", artifacts, log)
+        server = cls(process, f"http://127.0.0.1:{port}", artifacts, log, users)
         server._wait(timeout)
+        server._create_users()
         return server
+
+    def _create_users(self) -> None:
+        if not self.users:
+            return
+        admin = next(iter(self.users.items()))
+        for user, password in list(self.users.items())[1:]:
+            body = {"username": user, "password": password}
+            url = f"{self.url}/api/2.0/mlflow/users/create"
+            response = httpx.post(url, auth=admin, json=body, timeout=60)
+            response.raise_for_status()
 
     def _wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

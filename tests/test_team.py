@@ -27,15 +27,17 @@ NAME = "team-churn"
 class Person:
     """One person's settings; ``with person:`` makes this process act as them."""
 
-    def __init__(self, home: Path, tracking: str, audit_db: str) -> None:
+    def __init__(self, home: Path, tracking: str, audit_db: str, password: str) -> None:
         self.home, self.tracking, self.audit_db = home, tracking, audit_db
+        self.password = password
 
     @contextlib.contextmanager
     def acting(self) -> Iterator[Path]:
         values = {"NBDEPLOY_HOME": str(self.home), "NBDEPLOY_TRACKING_URI": self.tracking,
                   "NBDEPLOY_AUDIT_DB": self.audit_db, "MLFLOW_TRACKING_URI": None,
                   "NBDEPLOY_ALIAS_POLL_S": "0.2", "NBDEPLOY_TOKEN": None,
-                  "NBDEPLOY_USER": self.home.name}  # fmt: skip
+                  "NBDEPLOY_USER": self.home.name, "MLFLOW_TRACKING_USERNAME": self.home.name,
+                  "MLFLOW_TRACKING_PASSWORD": self.password}  # fmt: skip
         with environ(**values):
             config.reset()
             try:
@@ -55,8 +57,9 @@ class Person:
 def team(tracking_server, tmp_path_factory) -> Iterator[tuple[Person, Person]]:
     root = tmp_path_factory.mktemp("team")
     log = str(root / "shared-audit.db")
-    alice = Person(root / "alice", tracking_server.url, log)
-    bob = Person(root / "bob", tracking_server.url, log)
+    users = tracking_server.users
+    alice = Person(root / "alice", tracking_server.url, log, users["alice"])
+    bob = Person(root / "bob", tracking_server.url, log, users["bob"])
     yield alice, bob
     from nbdeploy.serving.process import stop
 
@@ -197,3 +200,49 @@ def test_the_lab_panel_rest_works_against_the_tracking_server(story, team, track
         assert status == 200 and moved["aliases"] == ["staging"]
         status, _ = call(url, "nbdeploy/api/deployments", token=token)
         assert status == 200
+
+
+def test_wrong_credentials_or_no_server_give_one_clear_line(tracking_server, tmp_path):
+    import nbdeploy as nd
+    from nbdeploy.exceptions import RegistryError
+    from tests.engines import free_port
+
+    secret = "not-bobs-password-4711"
+    base = {"NBDEPLOY_HOME": str(tmp_path / "carol"), "MLFLOW_TRACKING_URI": None,
+            "MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": secret}  # fmt: skip
+    cases = [
+        (tracking_server.url, f"MLflow tracking server at {tracking_server.url} refused the"),
+        (f"http://127.0.0.1:{free_port()}", "cannot reach the MLflow tracking server at http"),
+    ]
+    for uri, expected in cases:
+        with environ(**base, NBDEPLOY_TRACKING_URI=uri):
+            config.reset()
+            try:
+                with pytest.raises(RegistryError) as caught:
+                    nd.registry.model_names()
+            finally:
+                config.reset()
+        message = str(caught.value)
+        assert expected in message and secret not in message and "\n" not in message
+
+
+def test_credentials_never_appear_in_files_lineage_or_the_panel(story, team, tracking_server):
+    import json
+
+    import nbdeploy as nd
+    from nbdeploy.server import deployments_summary, models_summary
+
+    alice, bob = team
+    secrets = [p.encode() for p in tracking_server.users.values()]
+    with alice:
+        panel = json.dumps([models_summary(), deployments_summary()], default=str).encode()
+        run = nd.registry.client().get_run(nd.registry.resolve(f"{NAME}/1").run_id)
+        lineage = json.dumps([run.data.tags, run.data.params]).encode()
+        record = json.dumps(nd.audit(story[1]["prediction_id"].iloc[0]).lineage).encode()
+    files = [p for root in (alice.home, bob.home, tracking_server.artifacts, Path(alice.audit_db))
+             for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]  # fmt: skip
+    assert len(files) > 10
+    for secret in secrets:
+        assert secret not in panel and secret not in lineage and secret not in record
+        leaked = [p for p in files if secret in p.read_bytes()]
+        assert not leaked, leaked
