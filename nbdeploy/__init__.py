@@ -59,7 +59,7 @@ _LAZY = {
     "Comparison": "nbdeploy.models",
     "ModelVersion": "nbdeploy.models",
     "TestReport": "nbdeploy.models",
-    "Deployment": "nbdeploy.models",
+    "Deployment": "nbdeploy.serving.client",
     "DriftReport": "nbdeploy.monitoring.driftstats",
 }
 
@@ -111,7 +111,6 @@ if TYPE_CHECKING:
     from nbdeploy.models import (
         AuditRecord,
         Comparison,
-        Deployment,
         JobRun,
         ModelVersion,
         TestReport,
@@ -122,6 +121,7 @@ if TYPE_CHECKING:
     from nbdeploy.runner import jobs, run_job
     from nbdeploy.scheduler import schedule
     from nbdeploy.scoring import score
+    from nbdeploy.serving.client import Deployment
     from nbdeploy.serving.process import deployments, serve, stop
     from nbdeploy.widgets import monitor
 
@@ -147,8 +147,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    """Jupyter server discovery: the REST API behind the lab panel (``nbdeploy.server``)."""
-    return [{"module": "nbdeploy.server"}]
+    """Jupyter server discovery: the REST API behind the lab panel (``nbdeploy.labapi``)."""
+    return [{"module": "nbdeploy.labapi"}]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -198,50 +198,6 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class Deployment:
-    """A running (or stopped) model server."""
-
-    name: str
-    ref: str
-    url: str
-    pid: int
-    version: int | None = None
-    token: str | None = field(default=None, repr=False)
-
-    def predict(self, X: Any) -> pd.DataFrame:
-        """Send rows to the server; returns predictions with their ids."""
-        from nbdeploy.serving import client
-
-        return client.predict(self, X)
-
-    def status(self) -> dict[str, Any]:
-        from nbdeploy.serving import client
-
-        return client.status(self)
-
-    def stop(self) -> None:
-        from nbdeploy.serving.process import stop
-
-        stop(self.name)
-
-    def _repr_html_(self) -> str:
-        state = self.status()
-        live = state.get("status") == "ready"
-        return _table(
-            f"deployment {self.name}",
-            [
-                ("url", f"<code>{html.escape(self.url)}</code>"),
-                ("serves", html.escape(f"{self.ref} (version {state.get('model_version', '?')})")),
-                ("pid", str(self.pid)),
-                ("requests", str(state.get("requests", ""))),
-                ("predictions logged", str(state.get("predictions", ""))),
-                ("warnings", html.escape("; ".join(state.get("warnings", []))) or "none"),
-            ],
-            _badge(state.get("status", "unknown"), live),
-        )
-
-
-@dataclass(frozen=True)
 class JobRun:
     """One run of a parameterized notebook (``nd.run_job``), recorded as an MLflow run."""
 

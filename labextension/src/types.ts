@@ -1,5 +1,5 @@
 /**
- * The JSON shapes of the nbdeploy REST API (nbdeploy/server.py).
+ * The JSON shapes of the nbdeploy REST API (nbdeploy/labapi.py).
  */
 
 /** The outcome of the last `nd.test` of a version. */

@@ -10,9 +10,10 @@ The panel itself is :func:`nbdeploy.widgets.monitor` (``nd.monitor``).
 
 from __future__ import annotations
 
+from nbdeploy.monitoring.alerting import check_alerts
 from nbdeploy.monitoring.data import WINDOWS, drift, load_window
 from nbdeploy.monitoring.report import MonitorReport, report
-from nbdeploy.monitoring.rules import DEFAULT_RULES, Rule, alerts, check_alerts
+from nbdeploy.monitoring.rules import DEFAULT_RULES, Rule, alerts
 
 __all__ = [
     "DEFAULT_RULES",

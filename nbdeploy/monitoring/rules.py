@@ -1,34 +1,25 @@
-"""Alert rules over a deployment's recent traffic, recorded and sent to a webhook.
+"""Alert rules and the alerts they fired: values and storage, no evaluation.
 
 A :class:`Rule` compares one indicator of :meth:`MonitorReport.indicators` with a
 bound: ``Rule("feature_psi", "max_feature_psi", ">", 0.2)``, or written as text,
-``"max_feature_psi > 0.2"``. ``check_alerts`` evaluates rules on demand; a running
-server evaluates the same rules every ``NBDEPLOY_ALERT_INTERVAL_S`` seconds over the
-last ``NBDEPLOY_ALERT_WINDOW_S``. Each fired alert is stored in the ``alerts`` table
-of ``audit.db`` and POSTed as JSON to ``NBDEPLOY_ALERT_WEBHOOK`` (or ``webhook=``),
-with a ``text`` field so chat webhooks (Slack, Mattermost) show it as is. A rule that
-keeps firing is sent once per cooldown (default: the window), not once per check.
+``"max_feature_psi > 0.2"``. Fired alerts are rows of the ``alerts`` table of
+``audit.db``. Evaluating rules over a report, sending webhooks and the server's timer
+are ``monitoring.alerting``, which builds on this module and on ``report`` (so the
+report, its rendering and the rules import each other in one direction only).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import operator
-import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import auditlog, config
+from nbdeploy import auditlog
 from nbdeploy.exceptions import NbdeployError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from nbdeploy.monitoring.report import MonitorReport
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
@@ -105,106 +96,34 @@ def _db() -> Any:
     return db
 
 
-def _rules(rules: Iterable[Rule | str] | None) -> list[Rule]:
+def parse_rules(rules: Iterable[Rule | str] | None) -> list[Rule]:
+    """Rules and rule texts as rules; None means :data:`DEFAULT_RULES`."""
     return [r if isinstance(r, Rule) else Rule.parse(r) for r in (rules or DEFAULT_RULES)]
 
 
-def check_alerts(
-    name: str,
-    rules: Iterable[Rule | str] | None = None,
-    webhook: str | None = None,
-    *,
-    window: str | float | None = None,
-    cooldown_s: float | None = None,
-    report: MonitorReport | None = None,
-) -> pd.DataFrame:
-    """Evaluate ``rules`` (default :data:`DEFAULT_RULES`) on ``name``'s recent traffic.
+def breached(rule: Rule, value: float) -> bool:
+    return _OPS[rule.op](value, rule.threshold)
 
-    Returns one row per rule with its ``value`` and ``status``: ``fired`` (recorded,
-    and sent to the webhook), ``repeat`` (still true, but already fired within
-    ``cooldown_s``), ``ok``, or ``no data`` (too few rows to judge).
-    """
-    import pandas as pd
 
-    from nbdeploy.monitoring.data import window_seconds
-    from nbdeploy.monitoring.report import report as build
-
-    s = config.settings()
-    window = s.alert_window_s if window is None else window
-    span = window_seconds(window)
-    rep = report or build(name, window)
-    url = webhook if webhook is not None else s.alert_webhook
-    cooldown = cooldown_s if cooldown_s is not None else (span or 3600.0)
-    values = rep.indicators()
-    db, now, out = _db(), time.time(), []
-    for rule in _rules(rules):
-        value, rows, detail = values.get(rule.metric, (math.nan, 0, ""))
-        status = "no data" if value != value or rows < rule.min_rows else "ok"
-        if status == "ok" and _OPS[rule.op](value, rule.threshold):
-            recent = db.execute(
-                "SELECT 1 FROM alerts WHERE deployment = ? AND rule = ? AND ts > ? LIMIT 1",
-                (name, rule.name, now - cooldown),
-            ).fetchone()
-            status = "repeat" if recent else "fired"
-        message = (
-            f"{name}: {rule.name}: {rule.metric} = {value:.4g} {rule.op} {rule.threshold:g} "
-            f"over {rep.window} ({rows} rows)" + (f"; {detail}" if detail else "")
+def fired_since(name: str, rule: Rule, since: float) -> bool:
+    """Whether ``rule`` already fired for deployment ``name`` after ``since``."""
+    return (
+        _db()
+        .execute(
+            "SELECT 1 FROM alerts WHERE deployment = ? AND rule = ? AND ts > ? LIMIT 1",
+            (name, rule.name, since),
         )
-        if status == "fired":
-            alert = {"ts": now, "deployment": name, "rule": rule.name, "metric": rule.metric,
-                     "op": rule.op, "threshold": rule.threshold, "value": value,
-                     "window_s": span, "message": message,
-                     "model": rep.overview["ref"]}  # fmt: skip
-            if rule.then:  # one run per cooldown period, however many checks fire it
-                moment = math.floor(now / cooldown) * cooldown if cooldown > 0 else now
-                message += f"; started job {_start_job(rule.then, moment)!r}"
-                alert["message"] = message
-            sent = _post(url, alert) if url else ""
-            db.execute(
-                f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({_MARKS})",
-                (now, name, rule.name, rule.metric, rule.op, rule.threshold, value, span,
-                 message, sent),
-            )  # fmt: skip
-        out.append({"rule": rule.name, "metric": rule.metric, "op": rule.op,
-                    "threshold": rule.threshold, "value": value, "rows": rows,
-                    "status": status, "message": message})  # fmt: skip
-    return pd.DataFrame(out)
-
-
-def _start_job(name: str, moment: float) -> str:
-    """Run scheduled job ``name`` now, in a process of its own (jobs take minutes).
-
-    The scheduler's claim makes a second trigger of the same moment a no-op.
-    """
-    import subprocess
-    import sys
-
-    from nbdeploy.scheduler import get
-
-    get(name)  # an unknown job is an error in the rule, said here rather than lost
-    log = config.settings().home / "jobs" / f"{name}.trigger.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        subprocess.Popen(
-            [sys.executable, "-m", "nbdeploy.cli", "scheduler", "--trigger", name,
-             "--at", repr(moment)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=config.child_env(), start_new_session=True,
-        )  # fmt: skip
-    return name
-
-
-def _post(url: str, alert: dict[str, Any]) -> str:
-    """POST one alert as JSON; returns what happened (never raises: the alert is kept)."""
-    body = json.dumps({"text": alert["message"], **alert}, default=str).encode()
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        .fetchone()
+        is not None
     )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return f"sent ({answer.status})"
-    except Exception as exc:  # an unreachable receiver must not lose the alert
-        return f"failed: {type(exc).__name__}: {exc}"[:300]
+
+
+def record(alert: dict[str, Any], webhook: str = "") -> None:
+    """Store one fired alert (``alert`` holds every column but ``webhook``)."""
+    _db().execute(
+        f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({_MARKS})",
+        [*(alert[c] for c in COLUMNS[:-1]), webhook],
+    )
 
 
 def alerts(name: str | None = None, *, limit: int | None = 100) -> pd.DataFrame:
@@ -218,34 +137,3 @@ def alerts(name: str | None = None, *, limit: int | None = 100) -> pd.DataFrame:
     frame = pd.DataFrame(_db().execute(sql, args).fetchall(), columns=COLUMNS)
     frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
     return frame
-
-
-class AlertTimer(threading.Thread):
-    """Evaluates the default rules for one deployment every ``interval`` seconds."""
-
-    def __init__(self, name: str, interval: float) -> None:
-        super().__init__(name="nbdeploy-alerts", daemon=True)
-        self.deployment, self.interval = name, interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                checked = check_alerts(self.deployment)
-            except NbdeployError:
-                continue  # no traffic yet
-            except Exception as exc:  # monitoring must never take the server down
-                print(f"nbdeploy: alert check failed: {type(exc).__name__}: {exc}", flush=True)
-                continue
-            for message in checked.loc[checked["status"] == "fired", "message"]:
-                print(f"nbdeploy: ALERT {message}", flush=True)
-
-
-def start_timer(name: str) -> AlertTimer | None:
-    """Start the alert timer of a running server (``NBDEPLOY_ALERT_INTERVAL_S`` > 0)."""
-    interval = config.settings().alert_interval_s
-    if interval <= 0:
-        return None
-    timer = AlertTimer(name, interval)
-    timer.start()
-    return timer

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,8 +26,17 @@ from nbdeploy.auditlog import AuditLog, Record, encode_payload
 from nbdeploy.exceptions import AuditLogError, DeploymentError, NbdeployError, SchemaError
 from nbdeploy.serving.adapter import LoadedModel, Output, load
 
-if TYPE_CHECKING:
-    from nbdeploy.serving.routing import Policy, ShadowRunner
+
+# What a predictor needs from routing (``routing.Policy``, ``routing.ShadowRunner``),
+# stated here so that batching never imports routing, which builds on it.
+class AnswerPolicy(Protocol):
+    def apply(self, out: Output, inputs: Any) -> Output: ...
+
+    def describe(self) -> str: ...
+
+
+class ShadowSink(Protocol):
+    def offer(self, items: list[tuple[Any, str, int]]) -> None: ...
 
 
 @dataclass
@@ -64,8 +73,8 @@ class Predictor:
         model: LoadedModel,
         log: AuditLog,
         *,
-        policy: Policy | None = None,
-        shadows: ShadowRunner | None = None,
+        policy: AnswerPolicy | None = None,
+        shadows: ShadowSink | None = None,
     ) -> None:
         self.deployment = deployment
         self.current = model

@@ -1,19 +1,22 @@
-"""What ``Deployment`` calls: a small HTTP client on the standard library."""
+"""``Deployment``, the handle of a running server, and the small HTTP client (standard
+library only) it calls. It lives here, not among the value types of ``models``, so
+that values never import the server."""
 
 from __future__ import annotations
 
+import html
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from nbdeploy.exceptions import DeploymentError, SchemaError
+from nbdeploy.models import _badge, _table
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from nbdeploy.models import Deployment
 
 
 def _call(
@@ -88,3 +91,43 @@ def predict(dep: Deployment, X: Any) -> pd.DataFrame:
         columns["fallback"] = answer["fallback"]
         columns["fallback_reason"] = answer["fallback_reason"]
     return pd.DataFrame(columns, index=index)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A running (or stopped) model server."""
+
+    name: str
+    ref: str
+    url: str
+    pid: int
+    version: int | None = None
+    token: str | None = field(default=None, repr=False)
+
+    def predict(self, X: Any) -> pd.DataFrame:
+        """Send rows to the server; returns predictions with their ids."""
+        return predict(self, X)
+
+    def status(self) -> dict[str, Any]:
+        return status(self)
+
+    def stop(self) -> None:
+        from nbdeploy.serving.process import stop
+
+        stop(self.name)
+
+    def _repr_html_(self) -> str:
+        state = self.status()
+        live = state.get("status") == "ready"
+        return _table(
+            f"deployment {self.name}",
+            [
+                ("url", f"<code>{html.escape(self.url)}</code>"),
+                ("serves", html.escape(f"{self.ref} (version {state.get('model_version', '?')})")),
+                ("pid", str(self.pid)),
+                ("requests", str(state.get("requests", ""))),
+                ("predictions logged", str(state.get("predictions", ""))),
+                ("warnings", html.escape("; ".join(state.get("warnings", []))) or "none"),
+            ],
+            _badge(state.get("status", "unknown"), live),
+        )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbdeploy import config
 from nbdeploy.exceptions import DeploymentError
-from nbdeploy.models import Deployment
+from nbdeploy.serving.client import Deployment
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -242,7 +242,7 @@ def run(
         flush=True,
     )
     try:  # alert rules on a timer (NBDEPLOY_ALERT_INTERVAL_S); never in the way of serving
-        from nbdeploy.monitoring.rules import start_timer
+        from nbdeploy.monitoring.alerting import start_timer
 
         if link is None or link.index == 0:  # one deployment, one timer
             start_timer(dep.name)

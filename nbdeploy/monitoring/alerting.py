@@ -1,0 +1,148 @@
+"""Alerts: rules evaluated over a deployment's recent traffic, recorded and sent.
+
+``check_alerts`` evaluates rules (``monitoring.rules``) on demand; a running server
+evaluates the same rules every ``NBDEPLOY_ALERT_INTERVAL_S`` seconds over the last
+``NBDEPLOY_ALERT_WINDOW_S``. Each fired alert is stored in the ``alerts`` table of
+``audit.db`` and POSTed as JSON to ``NBDEPLOY_ALERT_WEBHOOK`` (or ``webhook=``), with a
+``text`` field so chat webhooks (Slack, Mattermost) show it as is. A rule that keeps
+firing is sent once per cooldown (default: the window), not once per check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from nbdeploy import config
+from nbdeploy.exceptions import NbdeployError
+from nbdeploy.monitoring.rules import Rule, breached, fired_since, parse_rules, record
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbdeploy.monitoring.report import MonitorReport
+
+
+def check_alerts(
+    name: str,
+    rules: Iterable[Rule | str] | None = None,
+    webhook: str | None = None,
+    *,
+    window: str | float | None = None,
+    cooldown_s: float | None = None,
+    report: MonitorReport | None = None,
+) -> pd.DataFrame:
+    """Evaluate ``rules`` (default :data:`DEFAULT_RULES`) on ``name``'s recent traffic.
+
+    Returns one row per rule with its ``value`` and ``status``: ``fired`` (recorded,
+    and sent to the webhook), ``repeat`` (still true, but already fired within
+    ``cooldown_s``), ``ok``, or ``no data`` (too few rows to judge).
+    """
+    import pandas as pd
+
+    from nbdeploy.monitoring.data import window_seconds
+    from nbdeploy.monitoring.report import report as build
+
+    s = config.settings()
+    window = s.alert_window_s if window is None else window
+    span = window_seconds(window)
+    rep = report or build(name, window)
+    url = webhook if webhook is not None else s.alert_webhook
+    cooldown = cooldown_s if cooldown_s is not None else (span or 3600.0)
+    values = rep.indicators()
+    now, out = time.time(), []
+    for rule in parse_rules(rules):
+        value, rows, detail = values.get(rule.metric, (math.nan, 0, ""))
+        status = "no data" if value != value or rows < rule.min_rows else "ok"
+        if status == "ok" and breached(rule, value):
+            status = "repeat" if fired_since(name, rule, now - cooldown) else "fired"
+        message = (
+            f"{name}: {rule.name}: {rule.metric} = {value:.4g} {rule.op} {rule.threshold:g} "
+            f"over {rep.window} ({rows} rows)" + (f"; {detail}" if detail else "")
+        )
+        if status == "fired":
+            alert = {"ts": now, "deployment": name, "rule": rule.name, "metric": rule.metric,
+                     "op": rule.op, "threshold": rule.threshold, "value": value,
+                     "window_s": span, "message": message,
+                     "model": rep.overview["ref"]}  # fmt: skip
+            if rule.then:  # one run per cooldown period, however many checks fire it
+                moment = math.floor(now / cooldown) * cooldown if cooldown > 0 else now
+                message += f"; started job {_start_job(rule.then, moment)!r}"
+                alert["message"] = message
+            record(alert, _post(url, alert) if url else "")
+        out.append({"rule": rule.name, "metric": rule.metric, "op": rule.op,
+                    "threshold": rule.threshold, "value": value, "rows": rows,
+                    "status": status, "message": message})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _start_job(name: str, moment: float) -> str:
+    """Run scheduled job ``name`` now, in a process of its own (jobs take minutes).
+
+    The scheduler's claim makes a second trigger of the same moment a no-op.
+    """
+    import subprocess
+    import sys
+
+    from nbdeploy.scheduler import get
+
+    get(name)  # an unknown job is an error in the rule, said here rather than lost
+    log = config.settings().home / "jobs" / f"{name}.trigger.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "nbdeploy.cli", "scheduler", "--trigger", name,
+             "--at", repr(moment)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=config.child_env(), start_new_session=True,
+        )  # fmt: skip
+    return name
+
+
+def _post(url: str, alert: dict[str, Any]) -> str:
+    """POST one alert as JSON; returns what happened (never raises: the alert is kept)."""
+    body = json.dumps({"text": alert["message"], **alert}, default=str).encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return f"sent ({answer.status})"
+    except Exception as exc:  # an unreachable receiver must not lose the alert
+        return f"failed: {type(exc).__name__}: {exc}"[:300]
+
+
+class AlertTimer(threading.Thread):
+    """Evaluates the default rules for one deployment every ``interval`` seconds."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        super().__init__(name="nbdeploy-alerts", daemon=True)
+        self.deployment, self.interval = name, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                checked = check_alerts(self.deployment)
+            except NbdeployError:
+                continue  # no traffic yet
+            except Exception as exc:  # monitoring must never take the server down
+                print(f"nbdeploy: alert check failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            for message in checked.loc[checked["status"] == "fired", "message"]:
+                print(f"nbdeploy: ALERT {message}", flush=True)
+
+
+def start_timer(name: str) -> AlertTimer | None:
+    """Start the alert timer of a running server (``NBDEPLOY_ALERT_INTERVAL_S`` > 0)."""
+    interval = config.settings().alert_interval_s
+    if interval <= 0:
+        return None
+    timer = AlertTimer(name, interval)
+    timer.start()
+    return timer
