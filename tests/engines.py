@@ -76,13 +76,21 @@ class Postgres:
             entry = pwd.getpwnam(owner)
             os.chown(folder, entry.pw_uid, entry.pw_gid)
         pg = cls(binary, folder, free_port(), owner)
-        data = folder / "data"
-        pg._run(str(binary / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                "-E", "UTF8", "--no-sync")  # fmt: skip
-        options = f"-p {pg.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        pg._run(str(binary / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
-                "-o", options, "start")  # fmt: skip
+        pg._run(str(binary / "initdb"), "-D", str(folder / "data"), "-U", "postgres",
+                "--auth=trust", "-E", "UTF8", "--no-sync")  # fmt: skip
+        pg.resume()
         return pg
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`halt`) on the same port and data."""
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-w", "-l",
+                  str(self.folder / "log"), "-o", options, "start")  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server abruptly (as a crash would), keeping its data."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate",
+                  "-w", "stop", check=False)  # fmt: skip
 
     def create_database(self, name: str) -> str:
         import psycopg
@@ -92,8 +100,7 @@ class Postgres:
         return self.url(name)
 
     def stop(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate",
-                  "-w", "stop", check=False)  # fmt: skip
+        self.halt()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -230,7 +230,7 @@ def test_credentials_never_appear_in_files_lineage_or_the_panel(story, team, tra
     import json
 
     import nbdeploy as nd
-    from nbdeploy.server import deployments_summary, models_summary
+    from nbdeploy.labapi import deployments_summary, models_summary
 
     alice, bob = team
     secrets = [p.encode() for p in tracking_server.users.values()]
