@@ -373,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="repetitions of each measurement (default 3)")
     parser.add_argument("--seconds", type=float, help="wrk duration per run (default 10)")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary home")
+    parser.add_argument(
+        "--audit-sync",
+        action="store_true",
+        help="only nbdeploy: NBDEPLOY_AUDIT_SYNC=normal against full (the cost of surviving "
+        "power loss)",
+    )
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -401,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     all_cores = os.sched_getaffinity(0)
     servers: list[Server] = []
     try:
+        if args.audit_sync:
+            return audit_sync_cost(runs, seconds, n_big, home, all_cores, servers)
         return _bench(args, runs, seconds, n_latency, n_big, home, settings, all_cores, servers)
     finally:
         os.sched_setaffinity(0, all_cores)
@@ -669,6 +677,62 @@ def _bench(
     ]
     print("\n" + "\n".join(lines))
     return 0 if identical and exact_ok and bound_ok else 1
+
+
+def audit_sync_cost(
+    runs: int, seconds: float, n_big: int, home: Path, all_cores: set[int], servers: list[Server]
+) -> int:
+    """nbdeploy alone, with the log's commits fsynced (``full``) or not (``normal``)."""
+    import numpy as np
+
+    from nbdeploy import config
+
+    print(f"1-min load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    X, _ = train_and_register()
+    one = split_body([X.iloc[0].tolist()])
+    big = split_body(X.sample(10_000, replace=True, random_state=2).to_numpy().tolist())
+    lua = home / "post.lua"
+    lua.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(one.decode())}\n"
+    )
+    found: dict[str, dict[str, list[float]]] = {}
+    for sync in ("normal", "full"):
+        os.environ["NBDEPLOY_AUDIT_SYNC"] = sync
+        config.reset()
+        os.sched_setaffinity(0, all_cores)
+        server = NbdeployServer(one)
+        servers.append(server)
+        _pin_group(server.pgid, CORE_SERVER)
+        os.sched_setaffinity(0, {CORE_CLIENT})
+        got = found[sync] = {"p50": [], "rps": [], "p99": [], "big": []}
+        for _ in range(runs):
+            got["p50"].append(run_wrk(server.url, lua, 1, 1, min(seconds, 5.0))["p50_ms"])
+            c16 = run_wrk(server.url, lua, 2, 16, seconds)
+            got["rps"].append(c16["rps"])
+            got["p99"].append(c16["p99_ms"])
+            got["big"].append(big_request_ms(server.url, big, n_big))
+        summary = ", ".join(f"{k} {np.median(v):.3f}" for k, v in got.items())
+        print(f"{sync}: {summary}", flush=True)
+        server.stop()
+        servers.remove(server)
+    os.environ.pop("NBDEPLOY_AUDIT_SYNC", None)
+    med = statistics.median
+    lines = [
+        "| NBDEPLOY_AUDIT_SYNC | normal | full | full/normal |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label, fmt in (
+        ("p50", "single-row p50, c=1 (ms)", "{:.3f}"),
+        ("rps", "single-row throughput, c=16 (req/s)", "{:,.0f}"),
+        ("p99", "p99 at c=16 (ms)", "{:.2f}"),
+        ("big", "one 10,000-row request (ms)", "{:.1f}"),
+    ):
+        n, f = med(found["normal"][key]), med(found["full"][key])
+        lines.append(f"| {label} | {fmt.format(n)} | {fmt.format(f)} | {f / n:.2f}x |")
+    print("\n" + "\n".join(lines))
+    print("\nReproduce: .venv/bin/python benchmarks/bench_serving.py --audit-sync")
+    return 0
 
 
 if __name__ == "__main__":

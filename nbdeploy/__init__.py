@@ -45,6 +45,9 @@ _LAZY = {
     "deployments": "nbdeploy.serving.process",
     "logs": "nbdeploy.auditlog",
     "feedback": "nbdeploy.auditlog",
+    "verify": "nbdeploy.auditlog",
+    "erase": "nbdeploy.auditlog",
+    "VerifyReport": "nbdeploy.auditlog",
     "score": "nbdeploy.scoring",
     "drift": "nbdeploy.monitoring",
     "monitor": "nbdeploy.widgets",
@@ -81,10 +84,12 @@ __all__ = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
     "feedback",
     "history",
     "jobs",
@@ -101,11 +106,12 @@ __all__ = [
     "serve",
     "stop",
     "test",
+    "verify",
 ]
 
 if TYPE_CHECKING:
     from nbdeploy.auditing import audit
-    from nbdeploy.auditlog import feedback, logs
+    from nbdeploy.auditlog import VerifyReport, erase, feedback, logs, verify
     from nbdeploy.comparison import compare, retire
     from nbdeploy.gate import test
     from nbdeploy.models import (

@@ -25,7 +25,7 @@ import numpy as np
 
 from nbdeploy import auditlog, registry
 from nbdeploy.exceptions import AuditLogError
-from nbdeploy.models import AuditRecord
+from nbdeploy.models import AuditRecord, _when
 from nbdeploy.monitoring.metrics import label_text
 
 if TYPE_CHECKING:
@@ -55,22 +55,26 @@ def _alias_then(name: str, version: int, ts: float, called_as: str | None) -> st
 def audit(prediction_id: str) -> AuditRecord:
     """Lineage, input, output, explanation and integrity of one logged prediction."""
     from nbdeploy import explain
+    from nbdeploy.auditlog.chain import erasures
     from nbdeploy.serving.adapter import load
 
-    record_id, _, row_text = str(prediction_id).rpartition("-")
     log = auditlog.shared()
-    found = log.record(record_id)
-    if found is None or not row_text.isdigit():
+    try:
+        record_id, row = auditlog.parse_prediction_id(prediction_id)
+    except AuditLogError:
+        found = None
+    else:
+        found = log.record(record_id)
+    if found is None:
         raise AuditLogError(
-            f"no logged prediction {prediction_id!r}; ids look like '<record>-<row>' "
+            f"no logged prediction {str(prediction_id)[:60]!r}; ids look like '<record>-<row>' "
             "(see the prediction_id column of nd.logs(name))"
         )
-    request_id, ts, name, version, called_as, role, payload = found
-    body = auditlog.decode_payload(payload)
-    row = int(row_text)
+    request_id, ts, name, version, called_as, role, payload, stored = found
+    body = auditlog.decode_record(payload, stored)
     if row >= len(body["predictions"]):
         raise AuditLogError(f"record {record_id} has no row {row}")
-    inputs = {c: values[row] for c, values in auditlog.decode_inputs(body).items()}
+    erased = erasures(stored).get(row)
     output = body["predictions"][row]
     proba = None
     if body.get("proba") is not None:
@@ -78,9 +82,29 @@ def audit(prediction_id: str) -> AuditRecord:
     mv = registry.resolve(f"{name}/{version}")
     model = load(mv)
     lineage = dict(model.meta.get("lineage", {}))
-    profile = registry.read_json(model.path, registry.PROFILE)  # verified by load
-    x = {n: inputs[n] for n in model.schema.names}
-    explanation, method = explain.explain(model, x, profile)
+    pii = model.meta.get("pii") or {}
+    inputs, erasure = None, None
+    explanation: dict[str, float] = {}
+    method, reproduced = "", None
+    if erased is not None:
+        when, why = erased
+        erasure = (
+            f"inputs erased {_when(when)} ({why}); output, model version, lineage and the "
+            "row's digest in the hash chain are kept"
+        )
+        method = "not available: the inputs were erased"
+    else:
+        inputs = {c: values[row] for c, values in auditlog.decode_inputs(body).items()}
+    if inputs is not None and pii:
+        method = "not available: " + ", ".join(sorted(pii)) + " logged as the pii policy says"
+    elif inputs is not None:
+        profile = registry.read_json(model.path, registry.PROFILE)  # verified by load
+        x = {n: inputs[n] for n in model.schema.names}
+        explanation, method = explain.explain(model, x, profile)
+        # with a confidence policy the logged answer may be the fallback: compare the model's
+        reproduced = _reproduces(
+            model, x, body.get("model_prediction", body["predictions"])[row], proba
+        )
     return AuditRecord(
         prediction_id=str(prediction_id),
         timestamp=float(ts),
@@ -98,13 +122,12 @@ def audit(prediction_id: str) -> AuditRecord:
         request_id=request_id,
         proba=proba,
         explanation_method=method,
-        # with a confidence policy the logged answer may be the fallback: compare the model's
-        reproduced=_reproduces(
-            model, x, body.get("model_prediction", body["predictions"])[row], proba
-        ),
+        reproduced=reproduced,
         job_run_id=lineage.get("job_run_id"),
         git_commit=lineage.get("git_commit"),
         lineage=lineage,
+        erased=erased is not None,
+        erasure=erasure,
     )
 
 
@@ -234,10 +257,10 @@ def _frames(name: str, window: Window) -> dict[int, pd.DataFrame]:
     import pandas as pd
 
     by_version: dict[int, list[pd.DataFrame]] = {}
-    for _, _, version, _, role, _, _, payload in _records(name, window):
+    for _, _, version, _, role, _, _, payload, inputs in _records(name, window):
         if role == "shadow":
             continue
-        body = auditlog.decode_payload(payload)
+        body = auditlog.decode_record(payload, inputs)
         by_version.setdefault(version, []).append(pd.DataFrame(auditlog.decode_inputs(body)))
     return {v: pd.concat(f, ignore_index=True) for v, f in by_version.items()}
 
@@ -250,7 +273,7 @@ def performance(name: str, window: Window | None = None) -> pd.DataFrame:
     labels = dict(zip(truth["prediction_id"], truth["label"], strict=True))
     rows: dict[int, list[tuple[Any, Any]]] = {}
     classifier: set[int] = set()
-    for rid, _, version, _, role, n, _, payload in _records(name, window or Window()):
+    for rid, _, version, _, role, n, _, payload, _ in _records(name, window or Window()):
         if role == "shadow":
             continue
         body = None
@@ -294,10 +317,11 @@ def integrity(name: str, window: Window | None = None) -> pd.DataFrame:
     record of the log (a break anywhere after it means the window cannot be vouched for)."""
     import pandas as pd
 
-    log = auditlog.shared()
+    from nbdeploy.auditlog.verifying import record_breaks
+
     ids = [r[0] for r in _records(name, window or Window())]
     # one walk from the window's first record to the head checks every link after it
-    failed = log.breaks(ids[0]) if ids else []
+    failed = record_breaks(auditlog.shared(), ids[0]) if ids else []
     return pd.DataFrame(
         [
             {

@@ -105,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument("--html", metavar="PATH", help="write a standalone HTML page")
     monitor.add_argument("--window", default="1h", help="15m, 1h, 24h, 7d or all (default 1h)")
     monitor.add_argument("--check", action="store_true", help="also evaluate the alert rules")
+    audit = sub.add_parser("audit", help="check the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check every record, feedback label and alert (exit 0 only when it holds)",
+        epilog="example: NBDEPLOY_AUDIT_KEY_FILE=/run/secrets/audit nbdeploy audit verify",
+    )
+    verify.add_argument("--name", help="count only this model's or deployment's entries")
     demo = sub.add_parser("demo", help="run the quickstart end to end, headless")
     demo.add_argument("--requests", type=int, default=500, help="requests to send")
     return parser
@@ -201,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {args.html}")
             elif not args.check:
                 print(rep)
+        elif args.command == "audit":
+            from nbdeploy.auditlog import verify
+
+            checked = verify(args.name)
+            print(checked.summary(), file=sys.stdout if checked.ok else sys.stderr)
+            return 0 if checked.ok else 1
         elif args.command == "demo":
             from nbdeploy.demo import main as demo
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbdeploy.exceptions import ConfigError
@@ -61,6 +61,19 @@ class Settings:
     alert_window_s: float = 3600.0
     #: URL that fired alerts are POSTed to as JSON (none: only recorded in audit.db).
     alert_webhook: str | None = None
+    #: Key of the keyed hash chain (``NBDEPLOY_AUDIT_KEY`` or ``NBDEPLOY_AUDIT_KEY_FILE``).
+    audit_key: str | None = field(default=None, repr=False)
+    #: File keeping the audit chain's newest hashes outside the database
+    #: (``NBDEPLOY_AUDIT_ANCHOR``; default ``$NBDEPLOY_HOME/audit.anchor``).
+    audit_anchor: Path = Path("audit.anchor")
+    #: How often a process that wrote the log refreshes the anchor, seconds.
+    audit_anchor_s: float = 2.0
+    #: ``normal``: a commit survives ``kill -9``; ``full``: also power loss (fsync each).
+    audit_sync: str = "normal"
+    #: Inputs of predictions older than this many days are erased (None: kept).
+    retention_days: float | None = None
+    #: A server checkpoints the audit WAL to stay under this size, MiB.
+    audit_wal_max_mb: float = 64.0
 
     @property
     def deployments_dir(self) -> Path:
@@ -85,6 +98,34 @@ def _number(name: str, default: float, kind: type = float) -> float:
         raise ConfigError(
             f"NBDEPLOY_{name}={raw!r} is not a number; unset it or give a number"
         ) from None
+
+
+def _secret(name: str) -> str | None:
+    """``NBDEPLOY_<name>``, else the stripped contents of ``NBDEPLOY_<name>_FILE`` (as
+    Kubernetes mounts secrets). Errors name the variable, never the value."""
+    value = _env(name, "")
+    if value:
+        return value
+    path = _env(f"{name}_FILE", "")
+    if not path:
+        return None
+    try:
+        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"NBDEPLOY_{name}_FILE cannot be read ({reason}); fix the path or unset it"
+        ) from None
+    if not value:
+        raise ConfigError(f"NBDEPLOY_{name}_FILE names an empty file; put the secret in it")
+    return value
+
+
+def _audit_sync() -> str:
+    sync = _env("AUDIT_SYNC", "normal").strip().lower()
+    if sync not in ("normal", "full"):
+        raise ConfigError(f"NBDEPLOY_AUDIT_SYNC must be 'normal' or 'full', not {sync[:20]!r}")
+    return sync
 
 
 def resolve_home(start: Path | None = None) -> Path:
@@ -130,6 +171,12 @@ def settings() -> Settings:
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
         alert_webhook=_env("ALERT_WEBHOOK", "") or None,
+        audit_key=_secret("AUDIT_KEY"),
+        audit_anchor=Path(_env("AUDIT_ANCHOR", str(home / "audit.anchor"))).expanduser().resolve(),
+        audit_anchor_s=_number("AUDIT_ANCHOR_S", 2.0),
+        audit_sync=_audit_sync(),
+        retention_days=_number("RETENTION_DAYS", 0.0) or None,
+        audit_wal_max_mb=_number("AUDIT_WAL_MAX_MB", 64.0),
     )
 
 

@@ -302,7 +302,8 @@ class AuditRecord:
     run_id: str
     data_fingerprint: str
     training_notebook: str | None
-    inputs: dict[str, Any]
+    #: The logged inputs; None once erased (``nd.erase`` or retention).
+    inputs: dict[str, Any] | None
     output: Any
     #: Per-feature contributions (``feature -> value``), largest magnitude first.
     explanation: dict[str, float]
@@ -320,9 +321,16 @@ class AuditRecord:
     job_run_id: str | None = None
     git_commit: str | None = None
     lineage: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The inputs were erased; ``erasure`` says when, why and what was kept.
+    erased: bool = False
+    erasure: str | None = None
 
     def _repr_html_(self) -> str:
-        inputs = ", ".join(f"{k}={v!r}" for k, v in self.inputs.items())
+        inputs = (
+            ", ".join(f"{k}={v!r}" for k, v in self.inputs.items())
+            if self.inputs is not None
+            else self.erasure or "erased"
+        )
         top = list(self.explanation.items())[:8]
         bars = "".join(f"<div><code>{html.escape(k)}</code> {v:+.4g}</div>" for k, v in top)
         reproduced = {None: "not checked", True: "yes", False: "NO"}[self.reproduced]

@@ -221,14 +221,17 @@ def register(
     alias: str | None = None,
     description: str | None = None,
     tags: dict[str, str] | None = None,
+    pii: dict[str, str] | None = None,
 ) -> ModelVersion:
     """Log ``model`` to MLflow and register a new version of ``name``.
 
     nbdeploy builds the signature from ``X`` (serving enforces it, so there is no
     registering without one), stores an input example, the training-data profile
-    and fingerprint, sha256 hashes of every artifact, and lineage.
+    and fingerprint, sha256 hashes of every artifact, and lineage. ``pii`` (column ->
+    ``"hash"`` or ``"drop"``) decides what the audit log keeps of personal data.
     """
     from nbdeploy import flavors, profiling
+    from nbdeploy.auditlog.privacy import check_policy
     from nbdeploy.schema import Schema, as_frame
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
@@ -242,6 +245,7 @@ def register(
             "signature that serving enforces: nd.register(model, name, X, y)"
         )
     schema = Schema.infer(X)
+    policy = check_policy(pii, schema.names)
     frame = as_frame(X, schema.names)
     flavor = flavors.detect(model)
     with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
@@ -257,6 +261,7 @@ def register(
             "example": _example(frame),
             "fingerprint": profiling.fingerprint(X, y),
             "lineage": lineage.collect(),
+            **({"pii": policy} if policy else {}),
         }
         _write_json(path / METADATA, metadata)
         profile = profiling.build_profile(frame, predictions, scores)

@@ -83,6 +83,7 @@ def score(
                         result[f"proba_{cls}"] = out.proba[:, j]
                     result["score"] = out.proba.max(axis=1)
                 if log:
+                    payload, inputs = Predictor._payload(model, columns, out)
                     record = Record(
                         request_id=job,
                         deployment="",
@@ -92,7 +93,8 @@ def score(
                         role="batch",
                         n_rows=len(chunk),
                         latency_ms=0.0,
-                        payload=Predictor._payload(model, columns, out),
+                        payload=payload,
+                        inputs=inputs,
                     )
                     shared().append([record])
                     result["prediction_id"] = record.prediction_ids()

@@ -152,3 +152,68 @@ def test_audit_of_a_served_forest_prediction_is_additive(forest):
     total = _g_difference(pipeline, model, profile, x)
     assert sum(record.explanation.values()) == pytest.approx(total, abs=1e-9)
     assert record.explanation["support_calls"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_erasing_a_served_prediction_keeps_its_request_and_the_chain(answered):
+    answers, X = answered
+    erased, kept = answers["prediction_id"][1], answers["prediction_id"][2]
+    assert nd.erase([erased]) == 1
+    record = nd.audit(erased)
+    assert record.inputs is None and record.erased is True
+    assert record.output == answers["prediction"][1] and record.verified is True
+    assert "inputs erased" in record.erasure and "nd.erase" in record.erasure
+    assert "inputs erased" in record._repr_html_()
+    other = nd.audit(kept)  # same request (one record), untouched
+    assert other.erased is False and other.reproduced is True and other.verified is True
+    assert other.inputs == {c: X.iloc[2][c] for c in X.columns}
+    assert nd.verify().ok
+
+
+def test_a_pii_policy_decides_what_the_log_keeps(home, churn_data, churn_models):
+    import numpy as np
+
+    X, y, X_test, _ = churn_data
+    with pytest.raises(nd.ConfigError, match="'emial', which is not a column"):
+        nd.register(churn_models[0], "churn", X, y, pii={"emial": "hash"})
+    with pytest.raises(nd.ConfigError, match="must be 'hash' or 'drop', not 'mask'"):
+        nd.register(churn_models[0], "churn", X, y, pii={"contract": "mask"})
+    nd.register(churn_models[0], "churn", X, y, pii={"contract": "hash", "support_calls": "drop"})
+    dep = nd.serve("churn/1")
+    answers = dep.predict(X_test.head(4))
+    logged = nd.logs("churn")
+    assert logged["support_calls"].isna().all()
+    assert logged["tenure_months"].tolist() == X_test["tenure_months"].head(4).tolist()
+    hashed = logged["contract"].tolist()
+    assert all(isinstance(h, str) and len(h) == 32 for h in hashed)
+    assert not set(hashed) & {"monthly", "yearly", "two-year"}
+    # keyed, not a bare sha256: the same value hashes alike, but not to its sha256
+    import hashlib
+
+    first = X_test["contract"].iloc[0]
+    bare = {hashlib.sha256(v.encode()).hexdigest()[:32] for v in (first, f'"{first}"')}
+    assert hashed[0] not in bare
+    same = X_test["contract"].head(4).to_numpy()
+    assert (np.array(hashed) == hashed[0]).tolist() == (same == same[0]).tolist()
+    assert (home / "pii.key").stat().st_mode & 0o777 == 0o600
+    record = nd.audit(answers["prediction_id"][0])
+    assert record.inputs["support_calls"] is None and record.reproduced is None
+    assert "pii policy" in record.explanation_method
+    assert nd.verify().ok
+
+
+def test_feedback_ids_are_parsed_strictly_over_http(answered):
+    import httpx
+
+    answers, _ = answered
+    dep = nd.deployments().iloc[0]
+    record = answers["prediction_id"][0].rpartition("-")[0]
+    for bad in ("-²", "-00"):
+        reply = httpx.post(
+            dep["url"] + "/feedback",
+            json={"prediction_ids": [record + bad], "labels": [1]},
+            timeout=30,
+        )
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["code"] == "bad_request"
+    with pytest.raises(nd.AuditLogError, match="looks like"):
+        nd.feedback("churn", [record + "-²"], [1])

@@ -108,7 +108,7 @@ def get(dep, path: str, *, token: str | None = None, **kw: Any) -> httpx.Respons
 def rejections(home: Path, deployment: str) -> int:
     with sqlite3.connect(home / "audit.db") as db:
         return db.execute(
-            "SELECT COUNT(*) FROM rejections WHERE deployment = ?", (deployment,)
+            "SELECT COALESCE(SUM(count), 0) FROM rejections WHERE deployment = ?", (deployment,)
         ).fetchone()[0]
 
 

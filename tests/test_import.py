@@ -28,10 +28,12 @@ EXPECTED_ALL = [
     "SchemaError",
     "SignatureError",
     "TestReport",
+    "VerifyReport",
     "audit",
     "compare",
     "deployments",
     "drift",
+    "erase",
     "feedback",
     "history",
     "jobs",
@@ -48,6 +50,7 @@ EXPECTED_ALL = [
     "serve",
     "stop",
     "test",
+    "verify",
 ]
 
 

@@ -7,30 +7,51 @@ transaction per micro-batch (group commit) before it releases the responses.
 One row per request ("record") holds its rows columnar in one payload; a
 prediction id is ``<record_id>-<row>``. This keeps a 10,000-row request at one
 insert while ``logs()`` still returns one row per prediction. Records are
-hash-chained (each hash covers the previous one), so editing or deleting a row
-afterwards is detectable. Feedback labels and rejected-request counts live in
-their own append-only tables; prediction rows are never updated.
+hash-chained, as are feedback labels and fired alerts (each in its own append-only
+table), so editing, reordering or deleting an entry afterwards is detectable; with
+``NBDEPLOY_AUDIT_KEY`` the chain is keyed and anchored outside the database, so forged
+and truncated tails are too (``nd.verify``). Prediction rows are never updated, except
+that ``nd.erase`` and retention may remove their inputs (the chain keeps per-row
+digests). Rejected requests are counted per minute and code.
 
-``store`` writes and reads records (SQLite); ``payload`` encodes a record's rows;
-``queries`` turns records into DataFrames. Every query of predictions, feedback and
-rejections lives in this package, the place to port when the log moves to PostgreSQL.
+``chain`` hashes and checks entries and ``anchor`` keeps the newest hashes outside,
+whatever the storage; ``store`` is the SQLite storage (all SQL); ``payload`` encodes a
+record's outputs and inputs; ``queries`` turns records into DataFrames; ``verifying``
+checks the whole log; ``privacy`` holds pii policies, erasure and retention;
+``maintenance`` anchors, checkpoints and expires in the background. A PostgreSQL
+backend is one more module with the methods of ``store.AuditLog``.
 """
 
-from nbdeploy.auditlog.payload import decode_inputs, decode_payload, encode_payload
+from nbdeploy.auditlog.chain import GENESIS
+from nbdeploy.auditlog.payload import (
+    decode_inputs,
+    decode_payload,
+    decode_record,
+    encode_inputs,
+    encode_payload,
+)
+from nbdeploy.auditlog.privacy import erase
 from nbdeploy.auditlog.queries import META_COLUMNS, feedback, labels, logs, parse_time
-from nbdeploy.auditlog.store import GENESIS, AuditLog, Record, shared
+from nbdeploy.auditlog.store import AuditLog, Record, parse_prediction_id, shared
+from nbdeploy.auditlog.verifying import VerifyReport, verify
 
 __all__ = [
     "GENESIS",
     "META_COLUMNS",
     "AuditLog",
     "Record",
+    "VerifyReport",
     "decode_inputs",
     "decode_payload",
+    "decode_record",
+    "encode_inputs",
     "encode_payload",
+    "erase",
     "feedback",
     "labels",
     "logs",
+    "parse_prediction_id",
     "parse_time",
     "shared",
+    "verify",
 ]

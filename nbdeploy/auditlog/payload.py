@@ -46,10 +46,41 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     return body
 
 
+def encode_inputs(
+    names: list[str], inputs: np.ndarray | dict[str, Any], pii: dict[str, str] | None = None
+) -> bytes:
+    """A record's inputs, stored apart from its outputs so they can be erased alone;
+    ``pii`` (column -> "hash" | "drop", from registration) decides what is kept."""
+    if pii:
+        from nbdeploy.auditlog.privacy import apply
+
+        inputs = apply(pii, names, inputs)
+    if isinstance(inputs, np.ndarray):
+        return encode_payload({"data": inputs})
+    columns = [np.asarray(inputs[c]) for c in names]
+    return encode_payload(
+        {"columnar": [c.tolist() if c.dtype.kind in "OUS" else c for c in columns]}
+    )
+
+
+def decode_record(payload: bytes, inputs: bytes) -> dict[str, Any]:
+    """A record's outputs and inputs as one body (see :func:`decode_inputs`)."""
+    return {**decode_payload(payload), **decode_payload(inputs)}
+
+
 def decode_inputs(body: dict[str, Any]) -> dict[str, list[Any]]:
-    """A decoded payload's inputs as column name -> values."""
+    """A decoded record's inputs as column name -> values (None where erased)."""
     columns = body["columns"]
+    erased = [int(i) for i in body.get("erased", {})]
     if "data" in body:
         data = np.asarray(body["data"], dtype=float)
-        return {c: data[:, j].tolist() for j, c in enumerate(columns)}
-    return {c: list(v) for c, v in zip(columns, body["columnar"], strict=True)}
+        out = {c: data[:, j].tolist() for j, c in enumerate(columns)}
+    elif "columnar" in body:
+        out = {c: list(v) for c, v in zip(columns, body["columnar"], strict=True)}
+    else:  # every row erased
+        n = len(body["predictions"])
+        return {c: [None] * n for c in columns}
+    for values in out.values():
+        for i in erased:
+            values[i] = None
+    return out

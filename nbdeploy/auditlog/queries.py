@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from nbdeploy import config, durations
-from nbdeploy.auditlog.payload import decode_inputs, decode_payload
+from nbdeploy.auditlog.payload import decode_inputs, decode_record
 from nbdeploy.auditlog.store import shared
 from nbdeploy.exceptions import AuditLogError
 
@@ -66,8 +66,8 @@ def logs(
     features: dict[str, list[Any]] = {}
     outputs: dict[str, list[Any]] = {}
     total = 0
-    for rid, req, ts, model, version, alias, rrole, latency, n, payload in records:
-        body = decode_payload(payload)
+    for rid, req, ts, model, version, alias, rrole, latency, n, payload, inputs in records:
+        body = decode_record(payload, inputs)
         meta["prediction_id"].extend(f"{rid}-{i}" for i in range(n))
         for key, value in (
             ("request_id", req),

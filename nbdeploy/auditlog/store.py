@@ -1,12 +1,19 @@
-"""Writing and reading records: SQLite in WAL mode, group commit, hash chain."""
+"""Writing and reading the log in SQLite: WAL, group commit, chained entries.
+
+All SQL of the log lives here (and in :mod:`queries` for DataFrames); hashing and
+checking the chain is :mod:`nbdeploy.auditlog.chain`, so another backend is one more
+module with the same methods.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import re
 import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +21,14 @@ from typing import Any
 import orjson
 
 from nbdeploy import config
+from nbdeploy.auditlog import chain as chains
+from nbdeploy.auditlog import maintenance
+from nbdeploy.auditlog.chain import GENESIS, Chain
 from nbdeploy.exceptions import AuditLogError
 
-GENESIS = "0" * 64
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # labels may arrive as numpy scalars
+#: Rejected requests are counted per deployment, code and this many seconds.
+REJECTION_BUCKET_S = 60.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -32,6 +43,8 @@ CREATE TABLE IF NOT EXISTS records (
     n_rows INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
     payload BLOB NOT NULL,
+    inputs BLOB NOT NULL,
+    erased INTEGER NOT NULL DEFAULT 0,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
@@ -45,23 +58,62 @@ CREATE TABLE IF NOT EXISTS feedback (
     deployment TEXT NOT NULL DEFAULT '',
     label BLOB NOT NULL,
     ts REAL NOT NULL,
-    source TEXT NOT NULL
+    source TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_prediction ON feedback (prediction_id);
+CREATE TABLE IF NOT EXISTS alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    deployment TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    op TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    value REAL,
+    window_s REAL,
+    message TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_deployment_ts ON alerts (deployment, ts);
 CREATE TABLE IF NOT EXISTS rejections (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
     deployment TEXT NOT NULL,
     model_name TEXT NOT NULL,
     code TEXT NOT NULL,
-    status INTEGER NOT NULL
+    status INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    UNIQUE (ts, deployment, model_name, code, status)
 );
+CREATE TABLE IF NOT EXISTS chain_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_RECORD_COLUMNS = ", ".join(chains.RECORD_FIELDS)
+_ALERT_COLUMNS = ", ".join((*chains.ALERT_FIELDS, "webhook"))
+_ROW_ID = re.compile(r"0|[1-9][0-9]*")
+
+
+def parse_prediction_id(prediction_id: Any) -> tuple[str, int]:
+    """``"<record>-<row>"`` -> (record, row); the row in plain ASCII digits, no padding."""
+    record, sep, row = str(prediction_id).rpartition("-")
+    if not sep or not record or not _ROW_ID.fullmatch(row):
+        raise AuditLogError(
+            "a prediction id looks like '<record>-<row>' with the row in digits, e.g. "
+            "'5f0c8e2b6a1d4c3e9f70-0' (see the prediction_id column of nd.logs(name))"
+        )
+    return record, int(row)
 
 
 @dataclass
 class Record:
-    """One request's predictions by one model, as the server hands them to the log."""
+    """One request's predictions by one model, as the server hands them to the log.
+
+    ``payload`` holds the outputs, ``inputs`` the rows' inputs (stored apart so that
+    inputs can be erased without touching the outputs or the chain).
+    """
 
     request_id: str
     deployment: str
@@ -72,6 +124,7 @@ class Record:
     n_rows: int
     latency_ms: float
     payload: bytes
+    inputs: bytes
     ts: float = 0.0
     record_id: str = ""
 
@@ -83,101 +136,154 @@ class Record:
         prefix = self.record_id + "-"
         return [prefix + str(i) for i in range(self.n_rows)]
 
-
-def _digest(prev: str, row: tuple[Any, ...], payload: bytes) -> str:
-    head = "\x1f".join(str(v) for v in row).encode()
-    return hashlib.sha256(prev.encode() + head + b"\x1e" + payload).hexdigest()
+    def fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) for f in chains.RECORD_FIELDS)
 
 
 class AuditLog:
-    """A connection to the log. Not shared between threads; open one per thread."""
+    """A connection to the log. Not shared between threads; open one per thread.
 
-    def __init__(self, path: Path | None = None, *, background_checkpoints: bool = False) -> None:
-        self.path = Path(path or config.settings().audit_db)
+    ``busy_timeout_s``: how long a write waits for another writer's lock before it
+    fails with :class:`AuditLogError` (a server keeps this short and answers 503).
+    ``background_checkpoints``: this process serves; a thread of its own checkpoints
+    the WAL, refreshes the anchor and applies retention (:mod:`.maintenance`). Other
+    writers only refresh the anchor (``maintained=False``: not even that).
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        background_checkpoints: bool = False,
+        busy_timeout_s: float = 30.0,
+        maintained: bool = True,
+        settings: config.Settings | None = None,
+    ) -> None:
+        self.settings = s = settings or config.settings()
+        self.path = Path(path or s.audit_db)
+        self.chain = Chain(s.audit_key)
+        self.anchor_path = s.audit_anchor
+        self._key_checked = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            if background_checkpoints:
-                # A checkpoint fsyncs; inside a commit it would stall every request of
-                # that batch. A server checkpoints from a thread of its own instead.
-                self.db.execute("PRAGMA wal_autocheckpoint=0")
-                _Checkpointer(self.path).start()
+            # NORMAL survives kill -9; FULL also survives power loss (an fsync per commit)
+            self.db.execute(f"PRAGMA synchronous={'FULL' if s.audit_sync == 'full' else 'NORMAL'}")
+            # a WAL that a checkpoint has reset is cut back to this size
+            self.db.execute(f"PRAGMA journal_size_limit={maintenance.wal_reset_bytes(s)}")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
+            if not columns or "inputs" in columns:
+                self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise AuditLogError(f"cannot open the audit log at {self.path}: {exc}") from exc
+        if columns and "inputs" not in columns:
+            raise AuditLogError(
+                f"the audit log at {self.path} was written by an older nbdeploy (hash chain "
+                "format 1); move it aside to start a new log (it stays readable by that version)"
+            )
+        if background_checkpoints:
+            # A checkpoint fsyncs; inside a commit it would stall every request of that
+            # batch. A server checkpoints from a thread of its own instead.
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self._maintenance = (
+            maintenance.ensure(self.path, s, serving=background_checkpoints) if maintained else None
+        )
 
     def close(self) -> None:
         self.db.close()
 
     # -- writing ------------------------------------------------------------
 
-    def append(self, records: list[Record]) -> None:
-        """Commit ``records`` in one transaction (group commit), chaining their hashes."""
-        db = self.db
+    def _begin(self) -> None:
+        """Take the write lock; the first time, check that this log is chained with
+        this process's key (mixing keys would break the chain for good)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        if self._key_checked:
+            return
+        self.db.execute(
+            "INSERT OR IGNORE INTO chain_meta VALUES ('format', ?), ('key_id', ?)",
+            (str(chains.FORMAT), self.chain.key_id),
+        )
+        stored = self.db.execute("SELECT value FROM chain_meta WHERE key = 'key_id'").fetchone()[0]
+        if stored != self.chain.key_id:
+            self.db.execute("ROLLBACK")
+            raise AuditLogError(
+                f"the audit log at {self.path} is chained "
+                + ("with another NBDEPLOY_AUDIT_KEY" if stored else "without NBDEPLOY_AUDIT_KEY")
+                + "; use the key it was started with, or move it aside to start a new log"
+            )
+        self._key_checked = True
+
+    def _last(self, table: str) -> str:
+        row = self.db.execute(f"SELECT hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else GENESIS
+
+    def _write(self, what: str, work: Any) -> Any:
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
-                last = db.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-                prev = last[0] if last else GENESIS
-                rows = []
-                for r in records:
-                    meta = (
-                        r.record_id,
-                        r.request_id,
-                        repr(r.ts),
-                        r.deployment,
-                        r.model_name,
-                        r.model_version,
-                        r.alias or "",
-                        r.role,
-                        r.n_rows,
-                        repr(r.latency_ms),
-                    )
-                    digest = _digest(prev, meta, r.payload)
-                    rows.append(
-                        (
-                            r.record_id,
-                            r.request_id,
-                            r.ts,
-                            r.deployment,
-                            r.model_name,
-                            r.model_version,
-                            r.alias,
-                            r.role,
-                            r.n_rows,
-                            r.latency_ms,
-                            r.payload,
-                            prev,
-                            digest,
-                        )
-                    )
-                    prev = digest
-                db.executemany(
-                    "INSERT INTO records (record_id, request_id, ts, deployment, model_name, "
-                    "model_version, alias, role, n_rows, latency_ms, payload, prev_hash, hash) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-                db.execute("COMMIT")
+                result = work()
+                self.db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise AuditLogError(f"cannot write to the audit log: {exc}") from exc
+            raise AuditLogError(f"cannot write {what} to the audit log: {exc}") from exc
+        if self._maintenance is not None:
+            self._maintenance.wrote()
+        return result
+
+    def append(self, records: list[Record]) -> None:
+        """Commit ``records`` in one transaction (group commit), chaining their hashes."""
+
+        def work() -> None:
+            prev, rows = self._last("records"), []
+            for r in records:
+                fields = r.fields()
+                digest = self.chain.link(prev, chains.record_content(fields, r.payload, r.inputs))
+                rows.append((*fields, r.payload, r.inputs, prev, digest))
+                prev = digest
+            self.db.executemany(
+                f"INSERT INTO records ({_RECORD_COLUMNS}, payload, inputs, prev_hash, hash) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+        self._write("predictions", work)
+
+    def add_alert(self, values: tuple[Any, ...], webhook: str = "") -> None:
+        """Record a fired alert (``values`` in :data:`chain.ALERT_FIELDS` order)."""
+
+        def work() -> None:
+            prev = self._last("alerts")
+            digest = self.chain.link(prev, chains.alert_content(values))
+            self.db.execute(
+                f"INSERT INTO alerts ({_ALERT_COLUMNS}, prev_hash, hash) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (*values, webhook, prev, digest),
+            )
+
+        self._write("an alert", work)
 
     def reject(self, rows: list[tuple[float, str, str, str, int]]) -> None:
-        """Count rejected requests, never their payload: (ts, deployment, model, code, status)."""
+        """Count rejected requests, never their payload: (ts, deployment, model, code,
+        status). Counts add up per minute and code, so a flood adds no rows."""
+        buckets = Counter(
+            (ts - ts % REJECTION_BUCKET_S, deployment, model, code, status)
+            for ts, deployment, model, code, status in rows
+        )
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
                 self.db.executemany(
-                    "INSERT INTO rejections (ts, deployment, model_name, code, status) "
-                    "VALUES (?,?,?,?,?)",
-                    rows,
+                    "INSERT INTO rejections (ts, deployment, model_name, code, status, count) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT (ts, deployment, model_name, code, status) "
+                    "DO UPDATE SET count = count + excluded.count",
+                    [(*key, n) for key, n in buckets.items()],
                 )
         except sqlite3.Error:
             pass  # counting a rejection must never turn it into a server error
@@ -192,6 +298,8 @@ class AuditLog:
             )
         if not prediction_ids:
             raise AuditLogError("no prediction ids given")
+        for pid in prediction_ids:
+            parse_prediction_id(pid)
         owners = self._owners(model_name, prediction_ids)
         unknown = sum(1 for p in prediction_ids if str(p) not in owners)
         if unknown:
@@ -202,43 +310,182 @@ class AuditLog:
         now = time.time()
         # stored under the model and deployment that made the prediction, whichever
         # name the caller used, so every reader finds the label
-        rows = [
-            (str(p), *owners[str(p)], orjson.dumps(label, option=_NUMPY), now, source)
+        entries = [
+            (str(p), *owners[str(p)], now, source, orjson.dumps(label, option=_NUMPY))
             for p, label in zip(prediction_ids, labels, strict=True)
         ]
-        try:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany(
-                    "INSERT INTO feedback (prediction_id, model_name, deployment, label, ts, "
-                    "source) VALUES (?,?,?,?,?,?)",
-                    rows,
-                )
-        except sqlite3.Error as exc:
-            raise AuditLogError(f"cannot write feedback: {exc}") from exc
-        return len(rows)
+
+        def work() -> None:
+            prev, rows = self._last("feedback"), []
+            for *fields, label in entries:
+                digest = self.chain.link(prev, chains.feedback_content(fields, label))
+                rows.append((*fields, label, prev, digest))
+                prev = digest
+            self.db.executemany(
+                "INSERT INTO feedback (prediction_id, model_name, deployment, ts, source, label, "
+                "prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+        self._write("feedback", work)
+        return len(entries)
 
     def _owners(self, name: str, prediction_ids: list[str]) -> dict[str, tuple[str, str]]:
         """prediction id -> (model name, deployment) for the ids that ``name`` logged."""
-        wanted: dict[str, list[str]] = {}
+        wanted: dict[str, list[tuple[str, int]]] = {}
         for pid in map(str, prediction_ids):
-            record, _, row = pid.rpartition("-")
-            if record and row.isdigit():
-                wanted.setdefault(record, []).append(pid)
+            record, row = parse_prediction_id(pid)
+            wanted.setdefault(record, []).append((pid, row))
         owners: dict[str, tuple[str, str]] = {}
-        ids = list(wanted)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for rid, n, model, deployment in self.db.execute(
-                f"SELECT record_id, n_rows, model_name, deployment FROM records WHERE record_id "
-                f"IN ({marks}) AND (model_name = ? OR deployment = ?)",
-                (*chunk, name, name),
-            ):
-                for pid in wanted[rid]:
-                    if int(pid.rpartition("-")[2]) < n:
-                        owners[pid] = (model, deployment)
+        for rid, n, model, deployment in self._select_records(
+            "record_id, n_rows, model_name, deployment", list(wanted), name
+        ):
+            for pid, row in wanted[rid]:
+                if row < n:
+                    owners[pid] = (model, deployment)
         return owners
+
+    def _select_records(
+        self, columns: str, record_ids: list[str], name: str | None = None
+    ) -> Iterator[tuple[Any, ...]]:
+        for start in range(0, len(record_ids), 500):
+            chunk = record_ids[start : start + 500]
+            sql = f"SELECT {columns} FROM records WHERE record_id IN ({','.join('?' * len(chunk))})"
+            if name is None:
+                yield from self.db.execute(sql, chunk)
+            else:
+                yield from self.db.execute(
+                    sql + " AND (model_name = ? OR deployment = ?)", (*chunk, name, name)
+                )
+
+    def erase(self, rows: dict[str, set[int]], why: str) -> int:
+        """Remove the inputs of ``rows`` (record id -> row numbers); the outputs, the
+        other rows and the chain stay. Returns how many rows were newly erased."""
+        found = {
+            rid: (n, inputs)
+            for rid, n, inputs in self._select_records("record_id, n_rows, inputs", list(rows))
+        }
+        missing = [r for r, wanted in rows.items() if r not in found or max(wanted) >= found[r][0]]
+        if missing:
+            raise AuditLogError(
+                f"{len(missing)} of the given prediction ids are not in the audit log; "
+                "nothing was erased"
+            )
+        now, updates, newly = time.time(), [], 0
+        for rid, wanted in rows.items():
+            inputs = found[rid][1]
+            erased = chains.erase_rows(inputs, wanted, now, why)
+            count = len(chains.erasures(erased))
+            newly += count - len(chains.erasures(inputs))
+            if erased is not inputs:
+                updates.append((erased, count, rid))
+        if updates:
+            self.db.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed, not left
+
+            def work() -> None:
+                self.db.executemany(
+                    "UPDATE records SET inputs = ?, erased = ? WHERE record_id = ?", updates
+                )
+
+            self._write("an erasure", work)
+            try:  # the old pages may still sit in the WAL: copy back and cut it to zero
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # busy: the next checkpoints overwrite them
+        return newly
+
+    def expire(self, before: float, why: str, limit: int = 500) -> int:
+        """Erase the inputs of records older than ``before`` (retention), oldest first,
+        ``limit`` records per transaction. Returns how many records were erased."""
+        done = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT record_id, n_rows FROM records WHERE ts < ? AND erased < n_rows "
+                "ORDER BY seq LIMIT ?",
+                (before, limit),
+            ).fetchall()
+            if not rows:
+                return done
+            self.erase({rid: set(range(n)) for rid, n in rows}, why)
+            done += len(rows)
+
+    # -- the chain ----------------------------------------------------------
+
+    def heads(self) -> dict[str, tuple[int, str]]:
+        """(seq, hash) of the newest entry of each chained table that has one."""
+        out = {}
+        for table in chains.TABLES:
+            row = self.db.execute(
+                f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if row:
+                out[table] = (int(row[0]), str(row[1]))
+        return out
+
+    def head(self) -> str:
+        """The newest record's hash."""
+        return self.heads().get("records", (0, GENESIS))[1]
+
+    def anchor(self) -> None:
+        """Keep the newest hashes outside the database (see :mod:`.anchor`)."""
+        from nbdeploy.auditlog import anchor
+
+        anchor.write(self.anchor_path, self.heads(), self.chain)
+
+    def key_id(self) -> str | None:
+        """The key id the log was started with (None: nothing written yet)."""
+        row = self.db.execute("SELECT value FROM chain_meta WHERE key = 'key_id'").fetchone()
+        return None if row is None else str(row[0])
+
+    def entries(
+        self, table: str, after: int = 0
+    ) -> Iterator[tuple[int, str, str, str, bytes, str]]:
+        """(seq, id, prev_hash, hash, content, name) of ``table``'s entries after seq
+        ``after``, oldest first; ``name`` is the model or deployment it belongs to."""
+        if table == "records":
+            sql = (f"SELECT seq, {_RECORD_COLUMNS}, payload, inputs, prev_hash, hash, deployment "
+                   "FROM records WHERE seq > ? ORDER BY seq")  # fmt: skip
+            for seq, *fields, payload, inputs, prev, digest, deployment in self._stream(sql, after):
+                body = chains.record_content(fields, payload, inputs)
+                yield seq, fields[0], prev, digest, body, f"{fields[4]}\x00{deployment}"
+        elif table == "feedback":
+            sql = ("SELECT seq, prediction_id, model_name, deployment, ts, source, label, "
+                   "prev_hash, hash FROM feedback WHERE seq > ? ORDER BY seq")  # fmt: skip
+            for seq, *fields, label, prev, digest in self._stream(sql, after):
+                body = chains.feedback_content(fields, label)
+                yield seq, fields[0], prev, digest, body, f"{fields[1]}\x00{fields[2]}"
+        else:
+            sql = (f"SELECT seq, {', '.join(chains.ALERT_FIELDS)}, prev_hash, hash FROM alerts "
+                   "WHERE seq > ? ORDER BY seq")  # fmt: skip
+            for seq, *fields, prev, digest in self._stream(sql, after):
+                body = chains.alert_content(fields)
+                yield seq, f"{fields[2]}", prev, digest, body, f"{fields[1]}\x00"
+
+    def _stream(self, sql: str, after: int) -> Iterator[tuple[Any, ...]]:
+        """Rows in pages, so a long walk holds no read snapshot for its whole length."""
+        while True:
+            page = self.db.execute(sql + " LIMIT 200", (after,)).fetchall()
+            yield from page
+            if len(page) < 200:
+                return
+            after = page[-1][0]
+
+    def record_link(self, record_id: str) -> tuple[int, str] | None:
+        """(seq, prev_hash) of one record."""
+        row = self.db.execute(
+            "SELECT seq, prev_hash FROM records WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def hash_before(self, table: str, seq: int) -> str:
+        row = self.db.execute(
+            f"SELECT hash FROM {table} WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,)
+        ).fetchone()
+        return str(row[0]) if row else GENESIS
+
+    def entry_hash(self, table: str, seq: int) -> str | None:
+        row = self.db.execute(f"SELECT hash FROM {table} WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else str(row[0])
 
     # -- reading ------------------------------------------------------------
 
@@ -260,7 +507,7 @@ class AuditLog:
             args.append(role)
         sql = (
             "SELECT record_id, request_id, ts, model_name, model_version, alias, role, "
-            f"latency_ms, n_rows, payload FROM records WHERE {' AND '.join(where)} "
+            f"latency_ms, n_rows, payload, inputs FROM records WHERE {' AND '.join(where)} "
             "ORDER BY seq DESC"
         )
         rows, total = [], 0
@@ -273,9 +520,9 @@ class AuditLog:
         return rows
 
     def record(self, record_id: str) -> tuple[Any, ...] | None:
-        """(request_id, ts, model_name, model_version, alias, role, payload) of one record."""
+        """(request_id, ts, model_name, model_version, alias, role, payload, inputs)."""
         row: tuple[Any, ...] | None = self.db.execute(
-            "SELECT request_id, ts, model_name, model_version, alias, role, payload "
+            "SELECT request_id, ts, model_name, model_version, alias, role, payload, inputs "
             "FROM records WHERE record_id = ?",
             (record_id,),
         ).fetchone()
@@ -284,12 +531,12 @@ class AuditLog:
     def window(
         self, name: str, since: float | None = None, until: float | None = None
     ) -> list[tuple[Any, ...]]:
-        """(record_id, ts, model_version, alias, role, n_rows, latency_ms, payload) of
-        ``name``'s records in [since, until], oldest first."""
+        """(record_id, ts, model_version, alias, role, n_rows, latency_ms, payload, inputs)
+        of ``name``'s records in [since, until], oldest first."""
         return self.db.execute(
-            "SELECT record_id, ts, model_version, alias, role, n_rows, latency_ms, payload "
-            "FROM records WHERE (model_name = ? OR deployment = ?) AND ts >= ? AND ts <= ? "
-            "ORDER BY seq",
+            "SELECT record_id, ts, model_version, alias, role, n_rows, latency_ms, payload, "
+            "inputs FROM records WHERE (model_name = ? OR deployment = ?) AND ts >= ? AND "
+            "ts <= ? ORDER BY seq",
             (
                 name,
                 name,
@@ -299,29 +546,28 @@ class AuditLog:
         ).fetchall()
 
     def rejections(self, name: str, since: float | None = None) -> list[tuple[Any, ...]]:
-        """(ts, code, status) of every request ``name`` rejected since ``since``."""
+        """(minute, code, status, count) of the requests ``name`` rejected since ``since``."""
         return self.db.execute(
-            "SELECT ts, code, status FROM rejections WHERE (deployment = ? OR model_name = ?) "
-            "AND ts >= ? ORDER BY seq",
-            (name, name, since if since is not None else -1.0),
+            "SELECT ts, code, status, count FROM rejections WHERE (deployment = ? OR "
+            "model_name = ?) AND ts >= ? ORDER BY seq",
+            (name, name, since - since % REJECTION_BUCKET_S if since is not None else -1.0),
         ).fetchall()
 
     def watermark(self, name: str) -> tuple[Any, ...]:
         """Changes whenever ``name`` logs, rejects or gets feedback, or any alert fires:
         lets a live view skip recomputing when nothing happened."""
         args = (name, name)
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
         return (
             self.db.execute(
                 "SELECT MAX(seq) FROM records WHERE model_name = ? OR deployment = ?", args
             ).fetchone()[0],
             self.db.execute(
-                "SELECT MAX(seq) FROM rejections WHERE model_name = ? OR deployment = ?", args
-            ).fetchone()[0],
+                "SELECT MAX(seq), SUM(count) FROM rejections WHERE model_name = ? OR "
+                "deployment = ?",
+                args,
+            ).fetchone(),
             self.db.execute("SELECT MAX(seq) FROM feedback").fetchone()[0],
-            self.db.execute("SELECT MAX(seq) FROM alerts").fetchone()[0]
-            if "alerts" in tables
-            else None,
+            self.db.execute("SELECT MAX(seq) FROM alerts").fetchone()[0],
         )
 
     def counts(self, name: str) -> dict[str, int]:
@@ -330,70 +576,16 @@ class AuditLog:
             (name, name),
         ).fetchone()[0]
         rejected = self.db.execute(
-            "SELECT COUNT(*) FROM rejections WHERE model_name = ? OR deployment = ?", (name, name)
+            "SELECT COALESCE(SUM(count), 0) FROM rejections WHERE model_name = ? OR deployment = ?",
+            (name, name),
         ).fetchone()[0]
         return {"predictions": int(predictions), "rejected": int(rejected)}
 
-    def breaks(self, record_id: str | None = None) -> list[str]:
-        """Records from ``record_id`` (default: the first) to the newest whose hash does
-        not recompute or whose link to the previous record is broken.
-
-        Editing a row changes its digest; re-hashing it breaks the next row's link; fixing
-        that link breaks the next row's digest, and so on up to the newest record. So a
-        row is only vouched for when the chain holds from it all the way to the head.
-        """
-        start = 0
-        if record_id is not None:
-            found = self.db.execute(
-                "SELECT seq FROM records WHERE record_id = ?", (record_id,)
-            ).fetchone()
-            if found is None:
-                return [record_id]
-            start = found[0]
-        before = self.db.execute(
-            "SELECT hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (start,)
-        ).fetchone()
-        expected_prev = before[0] if before else GENESIS
-        broken = []
-        for row in self.db.execute(
-            "SELECT record_id, request_id, ts, deployment, model_name, model_version, alias, "
-            "role, n_rows, latency_ms, payload, prev_hash, hash FROM records WHERE seq >= ? "
-            "ORDER BY seq",
-            (start,),
-        ):
-            *meta, payload, prev, digest = row
-            meta[2], meta[6], meta[9] = repr(meta[2]), meta[6] or "", repr(meta[9])
-            if prev != expected_prev or _digest(prev, tuple(meta), payload) != digest:
-                broken.append(meta[0])
-            expected_prev = digest
-        return broken
-
-    def head(self) -> str:
-        """The newest record's hash: keep it elsewhere (a ticket, a signed file) to make
-        a later rewrite of the whole chain detectable too."""
-        row = self.db.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-        return str(row[0]) if row else GENESIS
-
     def verify(self, record_id: str) -> bool:
-        """Does the hash chain hold from this record to the newest one?"""
-        return not self.breaks(record_id)
+        """Does the chain vouch for this record? (see :func:`.verifying.record_holds`)"""
+        from nbdeploy.auditlog.verifying import record_holds
 
-
-class _Checkpointer(threading.Thread):
-    """Copies the WAL back into the database every second, off the request path."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="nbdeploy-checkpoint", daemon=True)
-        self.path = path
-
-    def run(self) -> None:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        while True:
-            time.sleep(1.0)
-            try:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                continue
+        return record_holds(self, record_id)
 
 
 _local = threading.local()
@@ -402,6 +594,8 @@ _local = threading.local()
 def shared() -> AuditLog:
     """This thread's connection to the configured log (reopened if the home changed)."""
     log = getattr(_local, "log", None)
-    if log is None or log.path != config.settings().audit_db:
+    if log is None or log.settings is not config.settings():
+        if log is not None:
+            log.close()
         log = _local.log = AuditLog()
     return log

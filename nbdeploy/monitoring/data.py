@@ -158,7 +158,7 @@ def load_window(
         labels = pd.concat([labels, auditlog.labels(ref.split("/")[0])], ignore_index=True)
         labels = labels.sort_values("ts").drop_duplicates("prediction_id", keep="last")
     rejections = pd.DataFrame(
-        auditlog.shared().rejections(name, since), columns=["ts", "code", "status"]
+        auditlog.shared().rejections(name, since), columns=["ts", "code", "status", "count"]
     )
     profile = reference_profile(ref) if ref else None
     return Window(name, since, until, served, shadow, labels, rejections, ref, profile)

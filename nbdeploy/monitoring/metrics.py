@@ -32,7 +32,7 @@ def overview(w: Window) -> dict[str, Any]:
     """Traffic, latency and error rate of the window; the versions that answered."""
     requests = w.served.drop_duplicates("request_id") if len(w.served) else w.served
     latency = requests["latency_ms"].to_numpy(float) if len(requests) else np.array([])
-    rejected = len(w.rejections)
+    rejected = int(w.rejections["count"].sum()) if len(w.rejections) else 0
     total = len(requests) + rejected
     versions = (
         w.served.groupby(["model_version", "alias"], dropna=False).size() if len(w.served) else None
@@ -107,7 +107,7 @@ def rejections(w: Window) -> pd.DataFrame:
 
     if not len(w.rejections):
         return pd.DataFrame(columns=["code", "status", "count"])
-    counts = w.rejections.groupby(["code", "status"]).size().rename("count").reset_index()
+    counts = w.rejections.groupby(["code", "status"])["count"].sum().reset_index()
     return counts.sort_values("count", ascending=False).reset_index(drop=True)
 
 

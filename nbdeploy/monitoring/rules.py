@@ -24,25 +24,8 @@ if TYPE_CHECKING:
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }  # fmt: skip
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    deployment TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    op TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    value REAL,
-    window_s REAL,
-    message TEXT NOT NULL,
-    webhook TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_deployment_ts ON alerts (deployment, ts);
-"""
 COLUMNS = ["ts", "deployment", "rule", "metric", "op", "threshold", "value", "window_s",
            "message", "webhook"]  # fmt: skip
-_MARKS = ", ".join("?" * len(COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -91,9 +74,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 
 
 def _db() -> Any:
-    db = auditlog.shared().db
-    db.executescript(_SCHEMA)
-    return db
+    return auditlog.shared().db  # the store creates the (hash-chained) alerts table
 
 
 def parse_rules(rules: Iterable[Rule | str] | None) -> list[Rule]:
@@ -120,10 +101,7 @@ def fired_since(name: str, rule: Rule, since: float) -> bool:
 
 def record(alert: dict[str, Any], webhook: str = "") -> None:
     """Store one fired alert (``alert`` holds every column but ``webhook``)."""
-    _db().execute(
-        f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({_MARKS})",
-        [*(alert[c] for c in COLUMNS[:-1]), webhook],
-    )
+    auditlog.shared().add_alert(tuple(alert[c] for c in COLUMNS[:-1]), webhook)
 
 
 def alerts(name: str | None = None, *, limit: int | None = 100) -> pd.DataFrame:

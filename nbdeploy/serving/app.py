@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from nbdeploy.auditlog import AuditLog
+from nbdeploy.auditlog import AuditLog, parse_prediction_id
 from nbdeploy.exceptions import AuditLogError, SchemaError
 from nbdeploy.serving import wire
 from nbdeploy.serving.batching import AliasFollower, Predictor
@@ -313,6 +313,11 @@ class App:
         ids, labels = data["prediction_ids"], data["labels"]
         if not isinstance(ids, list) or not isinstance(labels, list):
             raise HttpError("bad_request", "prediction_ids and labels must be lists")
+        try:
+            for pid in ids:  # a malformed id is a bad request, not an unknown prediction
+                parse_prediction_id(pid)
+        except AuditLogError as exc:
+            raise HttpError("bad_request", str(exc)) from None
         try:
             recorded = self.log.add_feedback(
                 self.model.name, [str(i) for i in ids], labels, source="http"

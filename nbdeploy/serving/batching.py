@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nbdeploy.auditlog import AuditLog, Record, encode_payload
+from nbdeploy.auditlog import AuditLog, Record, encode_inputs, encode_payload
 from nbdeploy.exceptions import AuditLogError, DeploymentError, NbdeployError, SchemaError
 from nbdeploy.serving.adapter import LoadedModel, Output, load
 
@@ -124,7 +124,7 @@ class Predictor:
             if isinstance(out, BaseException):
                 continue
             try:
-                payload = self._payload(model, item.inputs, out)
+                payload, inputs = self._payload(model, item.inputs, out)
             except Exception as exc:  # e.g. an output type the log cannot store
                 outputs[i] = DeploymentError(
                     f"the model's output could not be logged ({type(exc).__name__}), so no "
@@ -141,6 +141,7 @@ class Predictor:
                 n_rows=item.n_rows,
                 latency_ms=(done - item.started) * 1000.0,
                 payload=payload,
+                inputs=inputs,
             )
             records.append(record)
             answers.append(
@@ -202,15 +203,14 @@ class Predictor:
         return results
 
     @staticmethod
-    def _payload(model: LoadedModel, inputs: np.ndarray | dict[str, Any], out: Output) -> bytes:
+    def _payload(
+        model: LoadedModel, inputs: np.ndarray | dict[str, Any], out: Output
+    ) -> tuple[bytes, bytes]:
+        """(outputs, inputs) as the log stores them; the model's pii policy applies."""
         body: dict[str, Any] = {
             "columns": model.schema.names,
             "predictions": _jsonable(out.predictions),
         }
-        if isinstance(inputs, np.ndarray):
-            body["data"] = inputs
-        else:
-            body["columnar"] = [_jsonable(np.asarray(inputs[c])) for c in model.schema.names]
         if out.proba is not None:
             body["proba"] = out.proba
             body["classes"] = model.classes
@@ -218,7 +218,9 @@ class Predictor:
             body["fallback"] = out.fallback
             body["fallback_reason"] = out.reasons.tolist()
             body["model_prediction"] = _jsonable(out.raw)
-        return encode_payload(body)
+        return encode_payload(body), encode_inputs(
+            model.schema.names, inputs, model.meta.get("pii")
+        )
 
 
 def _concat(batch: list[Pending], model: LoadedModel) -> np.ndarray | dict[str, Any]:

@@ -156,6 +156,7 @@ class ShadowRunner(threading.Thread):
         per_row_ms = (time.perf_counter() - started) * 1000.0 / max(len(out.predictions), 1)
         records, start = [], 0
         for rows, request_id, n in items:
+            payload, logged = Predictor._payload(model, rows, out.rows(start, start + n))
             records.append(
                 Record(
                     request_id=request_id,
@@ -166,7 +167,8 @@ class ShadowRunner(threading.Thread):
                     role="shadow",
                     n_rows=n,
                     latency_ms=per_row_ms * n,
-                    payload=Predictor._payload(model, rows, out.rows(start, start + n)),
+                    payload=payload,
+                    inputs=logged,
                 )
             )
             start += n

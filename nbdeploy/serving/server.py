@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
+import sys
 import time
 from typing import Any
 
@@ -249,6 +251,9 @@ def run(
     except Exception as exc:
         print(f"nbdeploy: alert timer not started: {exc}", flush=True)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    # uvicorn re-raises SIGTERM once it has drained: leave through Python instead, so
+    # the finally below and exit handlers (the audit log's anchor) still run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.Server(
             uvicorn.Config(
