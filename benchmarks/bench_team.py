@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -70,6 +71,7 @@ def throughput(url: str, lua: Path, seconds: float, repeat: int) -> dict[str, fl
     return {
         "rps": statistics.median(r["rps"] for r in runs),
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
     }
 
 
@@ -97,17 +99,17 @@ def serving_rows(args: argparse.Namespace, lua: Path, body: bytes, pg: Postgres,
                     print(f"nbdeploy, log on {label}, {workers} worker(s): {exc}")
                     continue
                 try:
-                    rows.append((f"nbdeploy, log on {label}, {workers} worker(s)",
-                                 throughput(dep.url, lua, args.seconds, args.repeat)))  # fmt: skip
+                    result = throughput(dep.url, lua, args.seconds, args.repeat)
                 finally:
                     nd.stop(dep.name)
+                logged = _logged(dep.name, audit_db)
+                if logged < result["requests"]:  # every answered request must be in the log
+                    raise RuntimeError(f"{label}: {logged} logged < {result['requests']}")
+                rows.append((f"nbdeploy, log on {label}, {workers} worker(s)", result))
                 print(rows[-1] if rows else "", flush=True)
     tracking = nd.registry.config.settings().tracking_uri
     for workers in (1, 2):
-        server = bs.MlflowServer(body, tracking, folder / f"mlflow-serve-{workers}.log")
-        if workers == 2:  # same command with two workers
-            server.stop()
-            server = _mlflow_workers(body, tracking, folder, workers)
+        server = _mlflow_serve(body, tracking, folder, workers)
         try:
             rows.append((f"mlflow models serve, {workers} worker(s)",
                          throughput(server.url, lua, args.seconds, args.repeat)))  # fmt: skip
@@ -117,21 +119,37 @@ def serving_rows(args: argparse.Namespace, lua: Path, body: bytes, pg: Postgres,
     return rows
 
 
-def _mlflow_workers(body: bytes, tracking: str, folder: Path, workers: int) -> Any:
+def _logged(deployment: str, audit_db: str) -> int:
+    """Predictions of ``deployment`` in the log at ``audit_db``, read back directly."""
+    from nbdeploy.auditlog import AuditLog
+
+    log = AuditLog(audit_db if "://" in audit_db else Path(audit_db))
+    try:
+        return log.counts(deployment)["predictions"]
+    finally:
+        log.close()
+
+
+def _mlflow_serve(body: bytes, tracking: str, folder: Path, workers: int) -> Any:
     import subprocess
 
     port = bs._free_port()
     command = [str(bs.VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/bench/1",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
                "--workers", str(workers)]  # fmt: skip
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking)
-    with (folder / "mlflow-serve-2.log").open("ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking,
+               PATH=f"{bs.VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
+    log = folder / f"mlflow-serve-{workers}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     server = bs.Server()
     server.pgid, server.url = proc.pid, f"http://127.0.0.1:{port}"
     bs._groups.add(proc.pid)
-    bs.wait_first_answer(server.url, body, time.perf_counter(), lambda: proc.poll() is None)
+    try:
+        bs.wait_first_answer(server.url, body, time.perf_counter(), lambda: proc.poll() is None)
+    except RuntimeError:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()[-2000:]}") from None
     return server
 
 
@@ -181,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     body = bs.split_body(X_rows)
     lua.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{body.decode()}]]\n"
+        f"wrk.body = {json.dumps(body.decode())}\n"
     )
     pg = Postgres.start()
     tracking = None

@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: NBDEPLOY_AUDIT_KEY_FILE=/run/secrets/audit nbdeploy audit verify",
     )
     verify.add_argument("--name", help="count only this model's or deployment's entries")
+    migrate = audit_sub.add_parser(
+        "migrate",
+        help="copy this home's SQLite log into an empty PostgreSQL log, verified on both sides",
+        epilog="example: nbdeploy audit migrate --to postgresql://nbdeploy@db:5432/audit",
+    )
+    migrate.add_argument("--to", required=True, metavar="URL", help="postgresql://... target")
+    migrate.add_argument("--source", help="the SQLite file (default: NBDEPLOY_AUDIT_DB)")
     demo = sub.add_parser("demo", help="run the quickstart end to end, headless")
     demo.add_argument("--requests", type=int, default=500, help="requests to send")
     return parser
@@ -209,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {args.html}")
             elif not args.check:
                 print(rep)
+        elif args.command == "audit" and args.audit_command == "migrate":
+            from nbdeploy.auditlog.migrate import migrate as copy_log
+
+            copied = copy_log(args.to, args.source)
+            print("copied and verified:", ", ".join(f"{n} {t}" for t, n in copied.items()))
         elif args.command == "audit":
             from nbdeploy.auditlog import verify
 

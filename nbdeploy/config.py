@@ -31,8 +31,9 @@ class Settings:
     tracking_uri: str
     #: Where MLflow stores artifacts of the experiments nbdeploy creates.
     artifact_root: str
-    #: The prediction log: a SQLite file path (embedded default).
-    audit_db: Path
+    #: The prediction log: a SQLite file path (embedded default) or a PostgreSQL URL
+    #: (``postgresql://user@host:port/db``; kept out of repr: it may hold a password).
+    audit_db: Path | str = field(repr=False)
     #: MLflow experiment that holds nbdeploy's registration and job runs.
     experiment: str
     #: Largest accepted HTTP body, bytes.
@@ -156,7 +157,7 @@ def settings() -> Settings:
         home=home,
         tracking_uri=tracking or f"sqlite:///{home / 'mlflow.db'}",
         artifact_root=_env("ARTIFACT_ROOT", (home / "artifacts").as_uri()),
-        audit_db=Path(_env("AUDIT_DB", str(home / "audit.db"))).expanduser().resolve(),
+        audit_db=_audit_db(home),
         experiment=_env("EXPERIMENT", "nbdeploy"),
         max_body_bytes=int(_number("MAX_BODY_BYTES", 64 * 1024 * 1024, int)),
         max_rows=int(_number("MAX_ROWS", 1_000_000, int)),
@@ -178,6 +179,18 @@ def settings() -> Settings:
         retention_days=_number("RETENTION_DAYS", 0.0) or None,
         audit_wal_max_mb=_number("AUDIT_WAL_MAX_MB", 64.0),
     )
+
+
+def _audit_db(home: Path) -> Path | str:
+    raw = _env("AUDIT_DB", "") or str(home / "audit.db")
+    if raw.split(":", 1)[0].lower() in ("postgresql", "postgres"):
+        return raw
+    if "://" in raw:
+        raise ConfigError(
+            f"NBDEPLOY_AUDIT_DB={redact(raw)!r}: give a SQLite file path or a "
+            "postgresql://user@host:port/db URL"
+        )
+    return Path(raw).expanduser().resolve()
 
 
 def is_remote_tracking(uri: str) -> bool:

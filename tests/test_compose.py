@@ -114,9 +114,9 @@ def test_the_model_server_command_and_settings_are_nbdeploys(compose):
         try:
             s = config.settings()
             assert s.tracking_uri == "http://mlflow:5000"
+            assert str(s.audit_db).startswith("postgresql://nbdeploy:pw@postgres:5432/")
         finally:
             config.reset()
-    assert env["NBDEPLOY_AUDIT_DB"].startswith("postgresql://nbdeploy:pw@postgres:5432/")
     mlflow_hosts = command(compose["services"]["mlflow"])
     assert "mlflow:5000" in mlflow_hosts[mlflow_hosts.index("--allowed-hosts") + 1]
 

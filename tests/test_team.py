@@ -2,7 +2,7 @@
 
 Alice and Bob each have their own ``NBDEPLOY_HOME`` (their own model cache, deployments
 and job records) and point ``NBDEPLOY_TRACKING_URI`` at the same tracking server and
-``NBDEPLOY_AUDIT_DB`` at the same log. Everything goes over HTTP to a real
+``NBDEPLOY_AUDIT_DB`` at the same log on PostgreSQL. Everything goes over HTTP to a real
 ``mlflow server`` (see ``engines.py``); model files travel through the server
 (``mlflow-artifacts:``), never through either person's disk.
 """
@@ -54,9 +54,9 @@ class Person:
 
 
 @pytest.fixture(scope="module")
-def team(tracking_server, tmp_path_factory) -> Iterator[tuple[Person, Person]]:
+def team(tracking_server, postgres, tmp_path_factory) -> Iterator[tuple[Person, Person]]:
     root = tmp_path_factory.mktemp("team")
-    log = str(root / "shared-audit.db")
+    log = postgres.create_database("teamlog")  # the prediction log, on PostgreSQL too
     users = tracking_server.users
     alice = Person(root / "alice", tracking_server.url, log, users["alice"])
     bob = Person(root / "bob", tracking_server.url, log, users["bob"])
@@ -239,8 +239,8 @@ def test_credentials_never_appear_in_files_lineage_or_the_panel(story, team, tra
         run = nd.registry.client().get_run(nd.registry.resolve(f"{NAME}/1").run_id)
         lineage = json.dumps([run.data.tags, run.data.params]).encode()
         record = json.dumps(nd.audit(story[1]["prediction_id"].iloc[0]).lineage).encode()
-    files = [p for root in (alice.home, bob.home, tracking_server.artifacts, Path(alice.audit_db))
-             for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]  # fmt: skip
+    files = [p for root in (alice.home, bob.home, tracking_server.artifacts)
+             for p in root.rglob("*") if p.is_file()]  # fmt: skip
     assert len(files) > 10
     for secret in secrets:
         assert secret not in panel and secret not in lineage and secret not in record
