@@ -52,9 +52,30 @@ def _client_for(uri: str) -> MlflowClient:
 def client() -> MlflowClient:
     config.ensure_home()
     uri = config.settings().tracking_uri
-    c = _client_for(uri)
     _reachable(uri, config.tracking_identity())
-    return c
+    return _client_for(uri)
+
+
+def _listening(uri: str, where: str) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise RegistryError(f"{where} is not a usable tracking URI") from None
+    if not host or host.startswith("/"):
+        return  # a Unix socket or a driver default: let MLflow try
+    default = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+    port = port or default.get(parts.scheme.split("+")[0], 0)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot reach the MLflow tracking database at {where} "
+            f"({exc.strerror or type(exc).__name__}); check that it runs and NBDEPLOY_TRACKING_URI"
+        ) from None
 
 
 @functools.lru_cache(maxsize=8)  # failures are not cached: the next call tries again
@@ -68,7 +89,9 @@ def _reachable(uri: str, identity: str) -> None:
     if scheme in ("", "file", "sqlite"):
         return
     where = config.redact(uri)
-    if config.is_remote_tracking(uri) and scheme != "databricks":
+    if not config.is_remote_tracking(uri):  # a database URL: MLflow would retry for minutes
+        _listening(uri, where)
+    elif scheme != "databricks":
         import httpx
 
         try:

@@ -78,6 +78,22 @@ def test_group_commit_chain_and_tamper_detection(log_home):
         log.close()
 
 
+def test_deletions_and_a_cut_tail_are_reported_when_keyed(log_home, monkeypatch):
+    monkeypatch.setenv("NBDEPLOY_AUDIT_KEY", "correct horse battery staple")
+    config.reset()
+    log = shared()
+    written = [record(i) for i in range(6)]
+    log.append(written)
+    log.add_feedback("m", [written[0].prediction_ids()[0]], [1], "tester")
+    log.anchor()
+    assert verify(log=log).ok and verify(log=log).keyed
+    log.db.execute("DELETE FROM records WHERE record_id = ?", (written[2].record_id,))
+    report = verify(log=log)
+    assert not report.ok and report.records == 5
+    log.db.execute("DELETE FROM records WHERE record_id = ?", (written[5].record_id,))
+    assert any("anchor vouches" in str(b) for b in verify(log=log).breaks)
+
+
 _WRITER = """
 import sys
 from tests.test_auditlog_backends import record

@@ -213,7 +213,9 @@ def test_wrong_credentials_or_no_server_give_one_clear_line(tracking_server, tmp
     cases = [
         (tracking_server.url, f"MLflow tracking server at {tracking_server.url} refused the"),
         (f"http://127.0.0.1:{free_port()}", "cannot reach the MLflow tracking server at http"),
-    ]
+        (f"postgresql://bob:{secret}@127.0.0.1:{free_port()}/mlflow",
+         "cannot reach the MLflow tracking database at postgresql://bob:***@127.0.0.1"),
+    ]  # fmt: skip
     for uri, expected in cases:
         with environ(**base, NBDEPLOY_TRACKING_URI=uri):
             config.reset()
