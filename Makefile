@@ -26,9 +26,12 @@ $(LABEXT): $(LABSRC) | $(STAMP)
 
 install: $(STAMP) $(LABEXT)
 
-# JupyterLab with the panel and the quickstart, on 127.0.0.1; one NBDEPLOY_HOME for all.
+# JupyterLab with the panel and the quickstart, on 127.0.0.1, and the job scheduler
+# beside it (stopped with it); one NBDEPLOY_HOME for all.
 lab: install
-	NBDEPLOY_HOME="$${NBDEPLOY_HOME:-$(CURDIR)/.nbdeploy}" $(VENV)/bin/jupyter lab --ip=127.0.0.1 \
+	export NBDEPLOY_HOME="$${NBDEPLOY_HOME:-$(CURDIR)/.nbdeploy}"; \
+	$(VENV)/bin/nbdeploy scheduler & scheduler=$$!; trap 'kill $$scheduler' EXIT; \
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 \
 		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/quickstart.ipynb
 
 demo: install
@@ -43,11 +46,11 @@ lint: install
 labtest: install
 	cd labextension && $(JLPM) install && $(JLPM) test --ci
 
-# Debian's chromium for tests/test_lab_browser.py (skipped with a reason without it).
+# Debian's chromium for tests/test_lab_browser.py (which fails, saying why, without it).
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
-		>/dev/null; } || echo "chromium not installed: the browser test will be skipped"
+		>/dev/null; } || echo "chromium not installed: the browser test will fail"
 
 # Debian's PostgreSQL server binaries for the team tests (one throwaway cluster per run;
 # tests/test_team.py and the PostgreSQL audit log are skipped with a reason without it).

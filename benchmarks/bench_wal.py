@@ -18,6 +18,7 @@ Needs ``wrk`` and ``taskset``. A benchmark, not a test.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         lua = home / "post.lua"
         lua.write_text(
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = [[{one.decode()}]]\n"
+            f"wrk.body = {json.dumps(one.decode())}\n"
         )
         server = NbdeployServer(one)
         _pin_group(server.pgid, CORE_SERVER)

@@ -54,6 +54,7 @@ _LAZY = {
     "run_job": "nbdeploy.runner",
     "jobs": "nbdeploy.runner",
     "schedule": "nbdeploy.scheduler",
+    "unschedule": "nbdeploy.scheduler",
     "audit": "nbdeploy.auditing",
     "JobRun": "nbdeploy.models",
     "AuditRecord": "nbdeploy.models",
@@ -64,6 +65,13 @@ _LAZY = {
     "TestReport": "nbdeploy.models",
     "Deployment": "nbdeploy.serving.client",
     "DriftReport": "nbdeploy.monitoring.driftstats",
+    "fairness": "nbdeploy.monitoring.fairness",
+    "anomalies": "nbdeploy.monitoring.anomalies",
+    "estimate": "nbdeploy.monitoring.estimate",
+    "segments": "nbdeploy.monitoring.segments",
+    "Estimate": "nbdeploy.monitoring.estimation",
+    "PerformanceEstimate": "nbdeploy.monitoring.estimate",
+    "FairnessReport": "nbdeploy.monitoring.fairness",
 }
 
 __all__ = [
@@ -74,22 +82,28 @@ __all__ = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "Estimate",
+    "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
     "ModelVersion",
     "NbdeployError",
+    "PerformanceEstimate",
     "PromotionError",
     "RegistryError",
     "SchemaError",
     "SignatureError",
     "TestReport",
     "VerifyReport",
+    "anomalies",
     "audit",
     "compare",
     "deployments",
     "drift",
     "erase",
+    "estimate",
+    "fairness",
     "feedback",
     "history",
     "jobs",
@@ -103,9 +117,11 @@ __all__ = [
     "run_job",
     "schedule",
     "score",
+    "segments",
     "serve",
     "stop",
     "test",
+    "unschedule",
     "verify",
 ]
 
@@ -122,10 +138,15 @@ if TYPE_CHECKING:
         TestReport,
     )
     from nbdeploy.monitoring import drift
+    from nbdeploy.monitoring.anomalies import anomalies
     from nbdeploy.monitoring.driftstats import DriftReport
+    from nbdeploy.monitoring.estimate import PerformanceEstimate, estimate
+    from nbdeploy.monitoring.estimation import Estimate
+    from nbdeploy.monitoring.fairness import FairnessReport, fairness
+    from nbdeploy.monitoring.segments import segments
     from nbdeploy.registry import history, promote, register, rollback
     from nbdeploy.runner import jobs, run_job
-    from nbdeploy.scheduler import schedule
+    from nbdeploy.scheduler import schedule, unschedule
     from nbdeploy.scoring import score
     from nbdeploy.serving.client import Deployment
     from nbdeploy.serving.process import deployments, serve, stop

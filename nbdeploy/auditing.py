@@ -98,7 +98,7 @@ def audit(prediction_id: str) -> AuditRecord:
     if inputs is not None and pii:
         method = "not available: " + ", ".join(sorted(pii)) + " logged as the pii policy says"
     elif inputs is not None:
-        profile = registry.read_json(model.path, registry.PROFILE)  # verified by load
+        profile = model.files.json(registry.PROFILE)  # the bytes load verified
         x = {n: inputs[n] for n in model.schema.names}
         explanation, method = explain.explain(model, x, profile)
         # with a confidence policy the logged answer may be the fallback: compare the model's

@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     scheduler.add_argument(
         "--at", type=float, help="with --trigger: the moment to claim (runs once per moment)"
     )
+    # with --trigger, for the scheduler's own run processes: the moment is claimed already
+    # (--claimed), and the run was recorded under this id (--run-id) for the lab to show
+    scheduler.add_argument("--claimed", action="store_true", help=argparse.SUPPRESS)
+    scheduler.add_argument("--run-id", help=argparse.SUPPRESS)
     export = sub.add_parser("export", help="a scheduled job as cron/Kubernetes/Airflow")
     export.add_argument("target", choices=["airflow", "cron", "kubernetes"])
     export.add_argument("job", help="the name given to nd.schedule")
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             from nbdeploy.scheduler import loop, trigger
 
             if args.trigger:
-                ran = trigger(args.trigger, at=args.at)
+                ran = trigger(args.trigger, at=args.at, run_id=args.run_id, claimed=args.claimed)
                 print(f"{args.trigger}: {ran.status if ran else 'already claimed'}")
             else:
                 loop(interval=args.interval, once=args.once)

@@ -43,16 +43,33 @@ def compare(name: str, *, since: Any = None) -> Comparison:
     import pandas as pd
 
     from nbdeploy.models import Comparison
+    from nbdeploy.monitoring.data import champion as holder
+    from nbdeploy.monitoring.data import role
 
     logs = auditlog.logs(name, since=since)
     logs = logs[logs["role"].isin(["served", "shadow"])]
     if logs.empty:
-        raise NbdeployError(f"no served predictions logged for {name!r} yet; send traffic first")
+        from nbdeploy.hints import unknown_name
+
+        raise unknown_name(name) or NbdeployError(
+            f"no served predictions logged for {name!r} yet; send traffic first"
+        )
     logs = logs.assign(row=_row_keys(logs))
     served = logs[logs["role"] == "served"]
-    champion_version = int(served.iloc[-1]["model_version"])
-    champion_alias = served.iloc[-1]["alias"]
-    champion = served[(served["model_version"] == champion_version)]
+    # the alias's holder now, from the registry: after a rollback the newest rows
+    # may still be the replaced version's
+    champion_ref, champion_alias = holder(name, served)
+    if champion_ref is None:  # only shadows logged: the version they shadowed is gone
+        champion_ref = f"{logs.iloc[-1]['model_name']}/{int(logs.iloc[-1]['model_version'])}"
+    champion_version = int(champion_ref.rsplit("/", 1)[1])
+    refs = logs["model_name"] + "/" + logs["model_version"].astype(str)
+    kinds = [
+        "shadow" if r == "shadow" else role(ref, a, champion_ref, champion_alias)
+        for r, ref, a in zip(logs["role"], refs, logs["alias"], strict=True)
+    ]
+    logs = logs.assign(kind=kinds)
+    served = logs[logs["role"] == "served"]
+    champion = served[served["kind"] == "champion"]
     truth = auditlog.labels(name)
     label_of = dict(zip(truth["prediction_id"], truth["label"], strict=True))
     labels_by_row = {
@@ -75,10 +92,9 @@ def compare(name: str, *, since: Any = None) -> Comparison:
     metric = "mae" if regression else "accuracy"
     rows, verdicts = [], {}
     champ_by_row = champion.set_index("row")["prediction"]
-    groups = logs.groupby(["role", "model_version"], sort=False)
-    for (role, version), group in groups:
-        is_champion = role == "served" and version == champion_version
-        kind = "champion" if is_champion else ("shadow" if role == "shadow" else "canary")
+    groups = logs.groupby(["kind", "model_version"], sort=False)
+    for (kind, version), group in groups:
+        is_champion = kind == "champion"
         scores = loss(group["prediction"], group["row"])
         mean, low, high = _interval(scores) if len(scores) else (math.nan,) * 3
         entry = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class Settings:
     #: The job run this process belongs to (set by ``nd.run_job`` for its kernel).
     job_run_id: str | None
     #: Bearer token a server started from this process requires (``--token`` wins).
-    token: str | None
+    token: str | None = field(repr=False)
     #: Accept artifacts that did not come through ``nd.register`` (no recorded hashes).
     trust_unverified: bool
     #: How often a running server evaluates its alert rules, seconds (0 turns it off).
@@ -62,6 +63,8 @@ class Settings:
     alert_window_s: float = 3600.0
     #: URL that fired alerts are POSTed to as JSON (none: only recorded in audit.db).
     alert_webhook: str | None = None
+    #: How many scheduled jobs the embedded scheduler runs at once, each in its own process.
+    max_concurrent_jobs: int = 2
     #: Key of the keyed hash chain (``NBDEPLOY_AUDIT_KEY`` or ``NBDEPLOY_AUDIT_KEY_FILE``).
     audit_key: str | None = field(default=None, repr=False)
     #: File keeping the audit chain's newest hashes outside the database
@@ -75,6 +78,19 @@ class Settings:
     retention_days: float | None = None
     #: A server checkpoints the audit WAL to stay under this size, MiB.
     audit_wal_max_mb: float = 64.0
+    #: Host headers a server accepts besides loopback names and its own address
+    #: (``NBDEPLOY_ALLOWED_HOSTS``, comma-separated; ``*`` accepts any).
+    allowed_hosts: tuple[str, ...] = ()
+    #: How long a request waits for the audit log's write lock before a 503, seconds.
+    audit_wait_s: float = 2.0
+    #: Time a client gets to send its whole body, seconds (slow bodies get 408).
+    body_timeout_s: float = 30.0
+    #: Requests a server handles at once; more get 503 at once (health excepted).
+    max_concurrent: int = 256
+    #: Requests per second per bearer token (0: no limit); over it, 429.
+    rate_limit: float = 0.0
+    #: Bytes of answered inputs waiting for shadow models; beyond it, shadows drop work.
+    shadow_queue_bytes: int = 64 * 1024 * 1024
 
     @property
     def deployments_dir(self) -> Path:
@@ -83,6 +99,12 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def user_cache_dir(self) -> Path:
+        """Shared by every home of this user: what is the same for all of them."""
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base).expanduser() / "nbdeploy"
 
 
 def _env(name: str, default: str) -> str:
@@ -99,6 +121,12 @@ def _number(name: str, default: float, kind: type = float) -> float:
         raise ConfigError(
             f"NBDEPLOY_{name}={raw!r} is not a number; unset it or give a number"
         ) from None
+
+
+def _webhook(url: str) -> str | None:
+    from nbdeploy.webhooks import check_url
+
+    return check_url(url, what="NBDEPLOY_ALERT_WEBHOOK") if url else None
 
 
 def _secret(name: str) -> str | None:
@@ -167,17 +195,26 @@ def settings() -> Settings:
         user=_env("USER", "") or _user(),
         session_notebook=os.environ.get("JPY_SESSION_NAME") or None,
         job_run_id=_env("JOB_RUN_ID", "") or None,
-        token=_env("TOKEN", "") or None,
+        token=_secret("TOKEN"),
         trust_unverified=_env("TRUST_UNVERIFIED", "").lower() in _TRUE,
         alert_interval_s=_number("ALERT_INTERVAL_S", 60.0),
         alert_window_s=_number("ALERT_WINDOW_S", 3600.0),
-        alert_webhook=_env("ALERT_WEBHOOK", "") or None,
+        alert_webhook=_webhook(_env("ALERT_WEBHOOK", "")),
+        max_concurrent_jobs=max(1, int(_number("MAX_CONCURRENT_JOBS", 2, int))),
         audit_key=_secret("AUDIT_KEY"),
         audit_anchor=Path(_env("AUDIT_ANCHOR", str(home / "audit.anchor"))).expanduser().resolve(),
         audit_anchor_s=_number("AUDIT_ANCHOR_S", 2.0),
         audit_sync=_audit_sync(),
         retention_days=_number("RETENTION_DAYS", 0.0) or None,
         audit_wal_max_mb=_number("AUDIT_WAL_MAX_MB", 64.0),
+        allowed_hosts=tuple(
+            h.strip().lower() for h in _env("ALLOWED_HOSTS", "").split(",") if h.strip()
+        ),
+        audit_wait_s=_number("AUDIT_WAIT_S", 2.0),
+        body_timeout_s=_number("BODY_TIMEOUT_S", 30.0),
+        max_concurrent=int(_number("MAX_CONCURRENT", 256, int)),
+        rate_limit=_number("RATE_LIMIT", 0.0),
+        shadow_queue_bytes=int(_number("SHADOW_QUEUE_BYTES", 64 * 1024 * 1024, int)),
     )
 
 
@@ -187,7 +224,7 @@ def _audit_db(home: Path) -> Path | str:
         return raw
     if "://" in raw:
         raise ConfigError(
-            f"NBDEPLOY_AUDIT_DB={redact(raw)!r}: give a SQLite file path or a "
+            f"NBDEPLOY_AUDIT_DB={redact_url(raw)!r}: give a SQLite file path or a "
             "postgresql://user@host:port/db URL"
         )
     return Path(raw).expanduser().resolve()
@@ -207,7 +244,7 @@ def tracking_identity() -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def redact(uri: str) -> str:
+def redact_url(uri: str) -> str:
     """``uri`` without a password (``scheme://user:***@host``), for errors and displays."""
     from urllib.parse import urlsplit, urlunsplit
 
@@ -219,6 +256,19 @@ def redact(uri: str) -> str:
         return uri
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]*:[^/@\s]*@")
+
+
+def redact(text: str, *extra: str | None) -> str:
+    """``text`` without this process's token and audit key, nor passwords in URLs
+    (``scheme://user:password@host``): what servers print goes through it."""
+    s = settings()
+    for secret in (s.token, s.audit_key, *extra):
+        if secret:
+            text = text.replace(secret, "***")
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def reset() -> None:

@@ -1,12 +1,15 @@
 """All nbdeploy exceptions.
 
 Every message says what went wrong and what to do about it. The magics turn any
-``NbdeployError`` into a one-line IPython ``UsageError``.
+``NbdeployError`` into a one-line IPython ``UsageError``; raised from a Python call in
+a notebook, it shows as one line too (``_render_traceback_``), since the frames inside
+nbdeploy say nothing the message does not (``%xmode verbose`` shows them).
 
 ::
 
     NbdeployError
      ├── ConfigError            a setting is malformed
+     ├── InvalidNameError       a name breaks the naming rule (also ValueError)
      ├── RegistryError          registry lookups and writes
      │    ├── ModelNotFoundError    (also a LookupError)
      │    ├── SignatureError        no signature can be built from the data
@@ -24,9 +27,27 @@ from __future__ import annotations
 class NbdeployError(Exception):
     """Root of every error nbdeploy raises on purpose."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython prints instead of a traceback: the error's one line."""
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:  # pragma: no cover - IPython calls this, so it is there
+            shell = None
+        tb = getattr(shell, "InteractiveTB", None)
+        if tb is not None and tb.mode == "Verbose":  # asked for every frame: debugging
+            lines: list[str] = tb.structured_traceback(type(self), self, self.__traceback__)
+            return lines
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class ConfigError(NbdeployError):
     """An ``NBDEPLOY_*`` setting or argument is malformed."""
+
+
+class InvalidNameError(NbdeployError, ValueError):
+    """A model, deployment, alias or job name breaks the rule of ``nbdeploy.names``."""
 
 
 class RegistryError(NbdeployError):

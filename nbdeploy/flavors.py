@@ -9,7 +9,9 @@ because letting MLflow infer them costs seconds per registration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,27 @@ def _requirements(flavor: str) -> list[str]:
     return pins
 
 
+@contextlib.contextmanager
+def _pins_unchecked() -> Iterator[None]:
+    """Skip MLflow's check that the requirements match this environment while saving.
+
+    The pins come from this very environment (``_requirements``), so the check can
+    only agree; it maps every installed file to its package first, which was most of
+    the first register in a new process.
+    """
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:  # another MLflow release: let it check
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda *_: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
+
+
 def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFrame) -> None:
     """Save ``model`` into the (new) folder ``path`` with the signature nbdeploy built."""
     import mlflow
@@ -92,15 +115,16 @@ def save(model: Any, flavor: str, path: Path, schema: Schema, example: pd.DataFr
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        if flavor == "pyfunc":
-            mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
-        elif flavor == "sklearn":
-            mlflow.sklearn.save_model(
-                model, str(path), serialization_format="cloudpickle", **kwargs
-            )
-        else:
-            module = getattr(mlflow, flavor)
-            module.save_model(model, str(path), **kwargs)
+        with _pins_unchecked():
+            if flavor == "pyfunc":
+                mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
+            elif flavor == "sklearn":
+                mlflow.sklearn.save_model(
+                    model, str(path), serialization_format="cloudpickle", **kwargs
+                )
+            else:
+                module = getattr(mlflow, flavor)
+                module.save_model(model, str(path), **kwargs)
     except RegistryError:
         raise
     except Exception as exc:
@@ -125,6 +149,11 @@ def training_outputs(
         loaded = mlflow.pyfunc.load_model(str(path))
         return as_vector(loaded.predict(schema.as_published(frame))), None
     except Exception as exc:
+        if type(exc).__name__ == "NotFittedError":  # scikit-learn's, without importing it
+            raise RegistryError(
+                f"this {type(model).__name__} is not fitted yet: fit it first "
+                "(model.fit(X_train, y_train)), then register it"
+            ) from None
         raise RegistryError(
             f"the model could not predict on X ({type(exc).__name__}: {exc}); "
             "pass the features it was trained on"

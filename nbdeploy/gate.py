@@ -57,6 +57,48 @@ def _score(metric: str, model: Any, columns: dict[str, Any], y: Any) -> float:
     return float(fn(y, out.predictions, **kwargs))
 
 
+def _keep_holdout(mv: ModelVersion, model: Any, columns: dict[str, Any], y: np.ndarray) -> None:
+    """Store the test rows, labels and outputs with the version: ``nd.estimate`` calibrates
+    its label-free estimates on them (at most 50,000 rows)."""
+    import pandas as pd
+
+    out = model.predict(columns)
+    frame = pd.DataFrame({name: columns[name] for name in model.schema.names})
+    frame["__label__"] = [str(v) for v in y] if y.dtype.kind not in "fiu" else y
+    frame["__prediction__"] = (
+        [str(v) for v in out.predictions] if out.predictions.dtype.kind not in "fiub"
+        else out.predictions
+    )  # fmt: skip
+    if out.proba is not None and model.classes is not None:
+        for j, cls in enumerate(model.classes):
+            frame[f"__proba_{cls}__"] = out.proba[:, j]
+    if len(frame) > 50_000:
+        frame = frame.sample(50_000, random_state=0)
+    try:
+        registry.store_holdout(mv, frame)
+    except Exception as exc:  # the gate's verdict stands; only estimates lose their data
+        import warnings
+
+        warnings.warn(f"nd.test could not keep the held-out data: {exc}", stacklevel=3)
+
+
+def _sensitive(sensitive: Any, X: Any, schema: Any) -> tuple[Any, Any]:
+    """The group of each test row, and ``X`` without that column unless the model takes it."""
+    if sensitive is None:
+        return None, X
+    if isinstance(sensitive, str):
+        if not hasattr(X, "columns") or sensitive not in X.columns:
+            raise NbdeployError(
+                f"sensitive={sensitive!r} is not a column of X; add it to X or pass the "
+                "group values themselves (sensitive=<Series>)"
+            )
+        groups = X[sensitive].to_numpy()
+        if sensitive not in schema.names and sensitive not in schema.passthrough:
+            X = X.drop(columns=[sensitive])
+        return groups, X
+    return np.asarray(sensitive, dtype=object), X
+
+
 def _bad_inputs(columns: dict[str, Any], schema: Any) -> list[tuple[str, dict[str, Any]]]:
     """Malformed variants of one good row, each of which must be refused."""
     row = {name: [values[0]] for name, values in columns.items()}
@@ -85,8 +127,15 @@ def test(
     min_score: float | None = None,
     vs: str | None = None,
     max_latency_ms: float | None = None,
+    sensitive: Any = None,
+    max_disparity: float | None = None,
 ) -> TestReport:
-    """Run the pre-deploy gate on ``ref`` and record the result on the version."""
+    """Run the pre-deploy gate on ``ref`` and record the result on the version.
+
+    ``sensitive``: a column of ``X`` (by name) or a Series/array of group values; adds
+    a ``disparity`` check (fairlearn's demographic parity difference for binary
+    classifiers) bounded by ``max_disparity`` when given.
+    """
     from nbdeploy.serving.adapter import load
 
     mv = registry.resolve(ref)
@@ -102,11 +151,17 @@ def test(
     if metric not in METRICS:
         raise NbdeployError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     greater = METRICS[metric][1]
+    groups, X = _sensitive(sensitive, X, model.schema)
+    if max_disparity is not None and groups is None:
+        raise NbdeployError(
+            "max_disparity needs the groups: pass sensitive='column' (a column of X) "
+            "or sensitive=<Series of group values>"
+        )
     try:
         columns = model.schema.from_frame(X)
-        check("schema", "matches", "signature", True)
+        check("schema", "matches", "the signature", True)
     except SchemaError as exc:
-        check("schema", str(exc), "signature", False)
+        check("schema", str(exc), "the signature", False)
         return _finish(mv, checks, metric, None)
     y = np.asarray(y)
     if len(y) != len(next(iter(columns.values()))):
@@ -119,6 +174,24 @@ def test(
         ok = score >= min_score if greater else score <= min_score
         check(metric, round(score, 6), f"{'>=' if greater else '<='} {min_score}", ok)
 
+    _keep_holdout(mv, model, columns, y)
+
+    if groups is not None:
+        from nbdeploy.monitoring.fairness import disparity_of
+
+        if len(groups) != len(y):
+            raise NbdeployError(f"sensitive has {len(groups)} values but y has {len(y)}")
+        value, what = disparity_of(
+            model.predict(columns).predictions,
+            groups,
+            y,
+            classes=list(model.classes or []),
+            task=str(model.meta.get("task")),
+        )
+        bound = "none" if max_disparity is None else f"<= {max_disparity} ({what})"
+        ok = max_disparity is None or (value == value and value <= max_disparity)
+        check("disparity", round(value, 6), bound, ok)
+
     if vs is not None:
         holder = registry.alias_holder(mv.name, vs)
         if holder is None:
@@ -128,10 +201,10 @@ def test(
         else:
             theirs = _score(metric, load(f"{mv.name}/{holder}"), columns, y)
             ok = score >= theirs if greater else score <= theirs
-            check(
+            check(  # both scores: this version's and the holder's
                 f"vs @{vs} (v{holder})",
-                round(theirs, 6),
-                f"{metric} {'>=' if greater else '<='} {round(theirs, 6)}",
+                f"{score:.4g} vs {theirs:.4g}",
+                f"{'>=' if greater else '<='} {theirs:.4g}",
                 ok,
             )
 
@@ -162,12 +235,12 @@ def test(
         unseen = {**one, text: np.array(["__nbdeploy_unseen__"], dtype=object)}
         try:
             model.predict(unseen)
-            check(f"unseen category in {text!r}", "predicts", "predicts", True)
+            check(f"unseen category in {text!r}", "predicts", "an answer", True)
         except Exception as exc:
             check(
                 f"unseen category in {text!r}",
                 f"fails ({type(exc).__name__})",
-                "predicts (e.g. OneHotEncoder(handle_unknown='ignore'))",
+                "an answer (e.g. OneHotEncoder(handle_unknown='ignore'))",
                 False,
             )
     return _finish(mv, checks, metric, score)

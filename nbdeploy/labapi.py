@@ -7,6 +7,16 @@ Enabled on install (``jupyter-config/server-config/nbdeploy.json``), it adds::
     POST /nbdeploy/api/models/{name}/promote        {"version": 2, "alias": "champion"}
     POST /nbdeploy/api/models/{name}/rollback       {"alias": "champion"}
     POST /nbdeploy/api/deployments/{name}/stop
+    GET  /nbdeploy/api/jobs                         schedules (next run, last status), runs
+    POST /nbdeploy/api/schedules                    {"notebook", "every"|"cron", "parameters",
+                                                     "name"}
+    GET  /nbdeploy/api/schedules/preview?every=|cron=   the next three run times
+    GET  /nbdeploy/api/notebooks/parameters?path=   a notebook's parameters cell, typed
+    POST /nbdeploy/api/jobs/{name}/run              start a run now: {"run_id"} at once
+    POST /nbdeploy/api/jobs/{name}/pause, /resume
+    DELETE /nbdeploy/api/jobs/{name}                unschedule (past runs stay)
+    POST /nbdeploy/api/runs/{run_id}/open           the executed notebook, as a path the
+                                                     lab can open (copied in when outside)
 
 Every handler is ``@tornado.web.authenticated`` and calls one function: the two
 summaries below (plain Python, usable without Jupyter; the deployments one adds
@@ -26,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +47,7 @@ from jupyter_server.utils import url_path_join
 from nbdeploy import config
 from nbdeploy.exceptions import (
     DeploymentError,
+    JobError,
     ModelNotFoundError,
     NbdeployError,
     PromotionError,
@@ -47,7 +57,8 @@ from nbdeploy.exceptions import (
 #: still list their pass/fail state.
 MAX_TESTED_VERSIONS = 50
 
-_NAME = r"(?P<name>[A-Za-z0-9][\w.-]*)"
+# Any segment reaches the handler, which the API's naming rule answers with a clear 400.
+_NAME = r"(?P<name>[^/]+)"
 
 
 # -- what the handlers call ------------------------------------------------------------
@@ -75,6 +86,7 @@ def models_summary() -> dict[str, Any]:
                     "task": mv.task,
                     "description": mv.description,
                     "test": _test(mv.test_passed, summary),
+                    "job_run": mv.job_run_id,
                 }
             )
         models.append(
@@ -239,11 +251,16 @@ class _Handler(APIHandler):
 
 
 def _status(exc: NbdeployError) -> int:
-    """404 for what does not exist, 409 for a refused alias move, 400 for other mistakes."""
+    """404 for what does not exist, 409 for a refused alias move or a taken or busy job,
+    400 for other mistakes."""
+    text = str(exc)
     if isinstance(exc, ModelNotFoundError) or (
-        isinstance(exc, DeploymentError) and "no deployment named" in str(exc)
+        isinstance(exc, DeploymentError | JobError)
+        and ("no deployment named" in text or "no scheduled job named" in text)
     ):
         return 404
+    if isinstance(exc, JobError) and ("already" in text):
+        return 409
     return 409 if isinstance(exc, PromotionError) else 400
 
 
@@ -281,7 +298,7 @@ class RollbackHandler(_Handler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
         alias = self._body().get("alias", "champion")
-        if not isinstance(alias, str) or not re.fullmatch(r"[\w.-]+", alias):
+        if not isinstance(alias, str):
             raise tornado.web.HTTPError(400, "alias must be a word like 'champion'")
         from nbdeploy.registry import rollback
 
@@ -294,6 +311,77 @@ class StopHandler(_Handler):
         from nbdeploy.serving.process import stop
 
         await self._answer(lambda: {"stopped": stop(name)})
+
+
+class JobsHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        from nbdeploy import jobboard
+
+        await self._answer(jobboard.summary)
+
+
+class SchedulesHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from nbdeploy import jobboard
+
+        body, root = self._body(), self.contents_manager.root_dir
+        await self._answer(lambda: jobboard.create(root, body))
+
+
+class PreviewHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        from nbdeploy import jobboard
+
+        every, cron = self.get_query_argument("every", ""), self.get_query_argument("cron", "")
+        await self._answer(lambda: jobboard.preview(every or None, cron or None))
+
+
+class ParametersHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        from nbdeploy import jobboard
+
+        path, root = self.get_query_argument("path", ""), self.contents_manager.root_dir
+        await self._answer(lambda: jobboard.parameters(root, path))
+
+
+class JobActionHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, name: str, action: str | None) -> None:
+        from nbdeploy import scheduler
+
+        if action is None:
+            raise tornado.web.HTTPError(405, "POST to /jobs/NAME/run, /pause or /resume")
+        if action == "run":
+            await self._answer(lambda: {"run_id": scheduler.start_run(name)})
+        else:
+            change = scheduler.pause if action == "pause" else scheduler.resume
+            await self._answer(lambda: {"name": name, "paused": change(name).paused})
+
+    @tornado.web.authenticated
+    async def delete(self, name: str, action: str | None) -> None:
+        if action:
+            raise tornado.web.HTTPError(405, "DELETE /nbdeploy/api/jobs/NAME unschedules a job")
+        await self._answer(lambda: {"unscheduled": _unschedule(name)})
+
+
+class OpenRunHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, run_id: str) -> None:
+        from nbdeploy import jobboard
+
+        root = self.contents_manager.root_dir
+        await self._answer(lambda: jobboard.open_run(root, run_id))
+
+
+def _unschedule(name: str) -> str:
+    from nbdeploy import scheduler
+
+    scheduler.unschedule(name)
+    return name
 
 
 def _version_json(mv: Any) -> dict[str, Any]:
@@ -311,6 +399,15 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             (url_path_join(base, "models", _NAME, "promote"), PromoteHandler),
             (url_path_join(base, "models", _NAME, "rollback"), RollbackHandler),
             (url_path_join(base, "deployments", _NAME, "stop"), StopHandler),
+            (url_path_join(base, "jobs"), JobsHandler),
+            (url_path_join(base, "schedules"), SchedulesHandler),
+            (url_path_join(base, "schedules", "preview"), PreviewHandler),
+            (url_path_join(base, "notebooks", "parameters"), ParametersHandler),
+            (
+                url_path_join(base, "jobs", _NAME + r"(?:/(?P<action>run|pause|resume))?"),
+                JobActionHandler,
+            ),
+            (url_path_join(base, "runs", r"(?P<run_id>[0-9a-f]{32})", "open"), OpenRunHandler),
         ],
     )
     serverapp.log.info("nbdeploy: REST API at %s (home %s)", base, config.settings().home)

@@ -56,6 +56,8 @@ class ModelVersion:
     #: Outcome of the last ``nd.test``; None when never tested.
     test_passed: bool | None = None
     source: str = field(default="", repr=False)
+    #: The job run (``nd.jobs()``'s ``run_id``) whose notebook registered this version.
+    job_run_id: str | None = None
 
     @property
     def uri(self) -> str:
@@ -96,18 +98,24 @@ class TestReport:
     score: float | None = None
 
     def _repr_html_(self) -> str:
+        cell = "style='text-align:left;padding:2px 12px 2px 0'"
+        head = "".join(f"<th {cell}>{h}</th>" for h in ("check", "value", "required", "result"))
         rows = []
         for check in self.checks.itertuples(index=False):
+            value = f"{check.value:.4g}" if isinstance(check.value, float) else str(check.value)
+            required = "–" if check.threshold in (None, "none") else str(check.threshold)
+            verdict = _badge("pass" if check.passed else "FAIL", bool(check.passed))
             rows.append(
-                (
-                    str(check.check),
-                    f"{_badge('pass' if check.passed else 'FAIL', bool(check.passed))} "
-                    f"{html.escape(str(check.value))} "
-                    f"<span style='color:#6e7781'>{html.escape(str(check.threshold))}</span>",
-                )
+                f"<tr><td {cell}>{html.escape(str(check.check))}</td>"
+                f"<td {cell}>{html.escape(value)}</td><td {cell}>{html.escape(required)}</td>"
+                f"<td {cell}>{verdict}</td></tr>"
             )
         verdict = _badge("passed" if self.passed else "failed", self.passed)
-        return _table(f"nd.test {self.name}/{self.version}", rows, verdict)
+        title = html.escape(f"nd.test {self.name}/{self.version}")
+        return (
+            f"<div><b>{title}</b> {verdict}<table style='{_STYLE}'><tr>{head}</tr>"
+            f"{''.join(rows)}</table></div>"
+        )
 
     def __repr__(self) -> str:
         state = "passed" if self.passed else "failed"
@@ -220,6 +228,8 @@ class JobRun:
     failed_cell: int | None = None
     #: The schedule's name when the scheduler started it.
     name: str | None = None
+    #: Alias moves the job made when it succeeded (``name/version@alias``).
+    promoted: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -235,6 +245,7 @@ class JobRun:
                 ("parameters", html.escape(params) or "none"),
                 ("results", html.escape(results) or "none"),
                 ("produced", html.escape(", ".join(self.produced)) or "nothing"),
+                ("promoted", html.escape(", ".join(self.promoted)) or "nothing"),
                 (
                     "error",
                     f"<span style='color:#cf222e'>{html.escape(self.error)}</span>"
@@ -265,6 +276,12 @@ class ScheduledJob:
     created: float = 0.0
     #: Next scheduled time (epoch seconds) after now.
     next_run: float = 0.0
+    #: Not run at its times until resumed.
+    paused: bool = False
+    #: Times missed while no scheduler ran are run later, oldest first.
+    catchup: bool = False
+    #: Times before this one are never caught up (creation, or the last resume).
+    since: float = 0.0
 
     @property
     def when(self) -> str:
@@ -362,3 +379,17 @@ class AuditRecord:
             ],
             _badge("log verified" if self.verified else "LOG TAMPERED", self.verified),
         )
+
+
+class Stopped(list[str]):
+    """What ``nd.stop`` returns: the names of the deployments it stopped (a list),
+    shown as a sentence rather than a bare ``['churn']``."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "no deployment was running"
+        names = ", ".join(self)
+        return f"stopped deployment{'s' * (len(self) > 1)} {names}"
+
+    def _repr_html_(self) -> str:
+        return f"<span>{html.escape(repr(self))}</span>"

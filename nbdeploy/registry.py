@@ -9,8 +9,12 @@ out files that no longer match, before anything is deserialized.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -19,14 +23,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config, lineage
+from nbdeploy import config, lineage, names
 from nbdeploy.exceptions import (
+    IntegrityError,
     ModelNotFoundError,
     PromotionError,
     RegistryError,
     SignatureError,
 )
-from nbdeploy.integrity import verify, write_manifest
+from nbdeploy.integrity import Verified, read_verified, write_manifest
 from nbdeploy.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -44,9 +49,53 @@ _REF = re.compile(r"^(?:models:/)?(?P<name>[^@]+?)(?:@(?P<alias>[\w.-]+)|/(?P<ve
 
 @functools.lru_cache(maxsize=4)
 def _client_for(uri: str) -> MlflowClient:
+    import logging
+
     from mlflow import MlflowClient
 
+    # A fresh store logs its table creation and migrations at INFO: routine, yet a
+    # notebook shows it in a red stderr box as if the first register had failed.
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///"):
+        _seed_store(Path(uri[len("sqlite:///") :]))
+
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _seed_store(db: Path) -> None:
+    """Give a new home a copy of an empty, fully migrated MLflow database.
+
+    MLflow creates its tables by replaying every migration since its first release
+    (seconds, most of a new home's first register). The result depends only on the
+    MLflow version, so it is built once per version in the user's cache and copied.
+    """
+    if db.exists():
+        return
+    import sqlite3
+
+    import mlflow
+
+    template = config.settings().user_cache_dir / f"mlflow-{mlflow.__version__}.db"
+    if not template.is_file():
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+            built = Path(tmp) / "mlflow.db"
+            SqlAlchemyStore(f"sqlite:///{built}").engine.dispose()  # creates every table
+            with contextlib.closing(sqlite3.connect(built)) as con, con:
+                con.execute("DELETE FROM experiments")  # no Default pointing at this folder
+            os.replace(built, template)  # whole or absent; a concurrent build is as good
+    db.parent.mkdir(parents=True, exist_ok=True)
+    partial = db.with_name(f".{db.name}.{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(template, partial)
+    try:
+        os.link(partial, db)  # only if no other process created the store meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
 
 
 def client() -> MlflowClient:
@@ -88,7 +137,7 @@ def _reachable(uri: str, identity: str) -> None:
     scheme = uri.split(":", 1)[0].lower()
     if scheme in ("", "file", "sqlite"):
         return
-    where = config.redact(uri)
+    where = config.redact_url(uri)
     if not config.is_remote_tracking(uri):  # a database URL: MLflow would retry for minutes
         _listening(uri, where)
     elif scheme != "databricks":
@@ -150,6 +199,9 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
             ref=str(ref),
         )
     version = match["version"]
+    names.check(match["name"], "model")
+    if match["alias"] is not None:
+        names.check(match["alias"], "alias")
     return match["name"], int(version) if version else None, match["alias"]
 
 
@@ -181,17 +233,24 @@ def _not_found(name: str, version: int | None, alias: str | None) -> str:
     try:
         model = c.get_registered_model(name)
     except Exception:
+        from nbdeploy.hints import closest
+
+        guess = closest(name, model_names())
+        if guess is not None:
+            return f"no registered model named {name!r}; did you mean {guess!r}?"
         return (
             f"no registered model named {name!r}; "
             f"register one with nd.register(model, {name!r}, X, y)"
         )
+    latest = max((int(v.version) for v in c.search_model_versions(f"name='{name}'")), default=0)
     if alias is not None:
         known = ", ".join(sorted(model.aliases)) or "none yet"
-        return (
-            f"{name!r} has no alias {alias!r} (aliases: {known}); "
-            f"set it with nd.promote('{name}/<version>', to={alias!r})"
-        )
-    latest = max((int(v.version) for v in c.search_model_versions(f"name='{name}'")), default=0)
+        # promotion refuses an untested version: name the step that will work
+        ref = f"{name}/{latest}"
+        step = f"nd.promote('{ref}', to={alias!r})"
+        if latest and resolve(ref).test_passed is not True:
+            step = f"nd.test('{ref}', X_test, y_test), then {step}"
+        return f"{name!r} has no alias {alias!r} (aliases: {known}); {step}"
     return f"{name!r} has no version {version} (latest is {latest})"
 
 
@@ -210,6 +269,7 @@ def _version(mv: Any) -> ModelVersion:
         fingerprint=tags.get(TAG + "fingerprint", ""),
         test_passed=None if passed is None else passed == "true",
         source=mv.source or "",
+        job_run_id=tags.get(TAG + "job_run_id"),
     )
 
 
@@ -245,6 +305,8 @@ def register(
     description: str | None = None,
     tags: dict[str, str] | None = None,
     pii: dict[str, str] | None = None,
+    passthrough: list[str] | tuple[str, ...] | None = None,
+    anomaly_fpr: float | None = 0.01,
 ) -> ModelVersion:
     """Log ``model`` to MLflow and register a new version of ``name``.
 
@@ -252,22 +314,36 @@ def register(
     registering without one), stores an input example, the training-data profile
     and fingerprint, sha256 hashes of every artifact, and lineage. ``pii`` (column ->
     ``"hash"`` or ``"drop"``) decides what the audit log keeps of personal data.
+
+    ``passthrough``: columns requests may carry that the log keeps but the model never
+    sees (segments, sensitive attributes, business keys), e.g. ``["region"]``; they
+    need not be in ``X`` (and are left out of the model's input if they are).
+
+    ``anomaly_fpr``: the share of held-out training rows the stored anomaly detector
+    flags (``nd.anomalies``); None skips fitting it.
     """
     from nbdeploy import flavors, profiling
     from nbdeploy.auditlog.privacy import check_policy
     from nbdeploy.schema import Schema, as_frame
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+    names.check(name, "model")
+    if alias is not None:
+        check_alias(alias)
+    reserved = sorted(str(k) for k in tags or {} if str(k).lower().startswith(TAG))
+    if reserved:  # else tags={"nbdeploy.test.passed": "true"} would pass the gate
         raise RegistryError(
-            f"{name!r} is not a usable model name; use letters, digits, "
-            "'_', '-' and '.' (e.g. 'churn')"
+            f"tag {reserved[0]!r}: the {TAG!r} prefix is reserved for what nbdeploy records "
+            "(test results, artifact hashes); name your tag otherwise"
         )
     if X is None:
         raise SignatureError(
             "nd.register needs the training features X to build the "
             "signature that serving enforces: nd.register(model, name, X, y)"
         )
-    schema = Schema.infer(X)
+    keep = _passthrough_names(passthrough)
+    if keep and hasattr(X, "columns"):
+        X = X.drop(columns=[c for c in X.columns if str(c) in keep])
+    schema = dataclasses.replace(Schema.infer(X), passthrough=keep)
     policy = check_policy(pii, schema.names)
     frame = as_frame(X, schema.names)
     flavor = flavors.detect(model)
@@ -286,6 +362,8 @@ def register(
             "lineage": lineage.collect(),
             **({"pii": policy} if policy else {}),
         }
+        if anomaly_fpr is not None:
+            metadata["anomaly"] = _fit_detector(frame, path, anomaly_fpr, metadata.get("pii"))
         _write_json(path / METADATA, metadata)
         profile = profiling.build_profile(frame, predictions, scores)
         (path / PROFILE).write_bytes(_dumps(profile))
@@ -294,6 +372,28 @@ def register(
     if alias:
         _move_alias(mv, alias, action="register", reason="set at registration")
     return resolve(f"{name}/{mv.version}")
+
+
+def _fit_detector(frame: pd.DataFrame, path: Path, fpr: float, pii: Any) -> dict[str, Any]:
+    from nbdeploy.exceptions import NbdeployError
+    from nbdeploy.monitoring import anomalies
+
+    try:
+        return anomalies.fit_and_store(frame, path, fpr=fpr, exclude=pii or None)
+    except NbdeployError as exc:  # e.g. too few rows: registering still works
+        if "between 0 and 1" in str(exc):
+            raise
+        return {"skipped": str(exc)}
+
+
+def _passthrough_names(columns: Any) -> tuple[str, ...]:
+    if columns is None:
+        return ()
+    if isinstance(columns, str) or not all(isinstance(c, str) and c for c in columns):
+        raise RegistryError(
+            "passthrough must be a list of column names, e.g. passthrough=['region']"
+        )
+    return tuple(dict.fromkeys(columns))
 
 
 def _example(frame: pd.DataFrame) -> dict[str, list[Any]]:
@@ -359,9 +459,17 @@ def _log_and_register(
 # -- artifacts and trust -----------------------------------------------------------
 
 
-def cache_path(name: str, version: int) -> Path:
-    """Where a version's files are kept locally once fetched (and verified on every use)."""
-    return config.settings().cache_dir / "models" / name / str(version)
+def cache_path(name: str, version: int, manifest_sha: str | None) -> Path:
+    """Where a version's files are kept locally once fetched (and verified on every use).
+
+    Keyed by the registry (two tracking URIs may both have a churn/1) and the manifest
+    hash (what the files are), not by name and version alone.
+    """
+    registry = hashlib.sha256(config.settings().tracking_uri.encode()).hexdigest()[:16]
+    return (
+        config.settings().cache_dir / "models" / registry / name
+        / f"{version}-{manifest_sha or 'unverified'}"
+    )  # fmt: skip
 
 
 def manifest_sha(mv: ModelVersion) -> str | None:
@@ -371,15 +479,21 @@ def manifest_sha(mv: ModelVersion) -> str | None:
 
 
 def fetch_model(mv: ModelVersion, *, trust_unverified: bool = False) -> Path:
-    """A verified local copy of the version's model folder."""
+    """A verified local copy of the version's model folder (to copy; to load from,
+    use :func:`fetch_verified`: the folder can change after this check)."""
+    return fetch_verified(mv, trust_unverified=trust_unverified).path
+
+
+def fetch_verified(mv: ModelVersion, *, trust_unverified: bool = False) -> Verified:
+    """The version's files, fetched to the cache, read once and checked against the
+    registered hashes: load from these bytes, never from the folder again."""
     what = f"{mv.name}/{mv.version}"
     expected = manifest_sha(mv)
-    target = cache_path(mv.name, mv.version)
+    target = cache_path(mv.name, mv.version, expected)
     if not target.is_dir():
         _download(mv.source, target, what)
-    if expected or not (trust_unverified or config.settings().trust_unverified):
-        verify(target, expected, what=what)
-    return target
+    trusted = trust_unverified or config.settings().trust_unverified
+    return read_verified(target, expected, what=what, trust_unverified=trusted)
 
 
 def _download(source: str, target: Path, what: str) -> None:
@@ -418,7 +532,7 @@ def read_json(path: Path, name: str) -> dict[str, Any]:
 def load_profile(ref: str | ModelVersion) -> dict[str, Any]:
     """The reference profile stored when the version was registered."""
     mv = resolve(ref)
-    return read_json(fetch_model(mv), PROFILE)
+    return fetch_verified(mv).json(PROFILE)
 
 
 # -- aliases and history --------------------------------------------------------------
@@ -436,6 +550,56 @@ def test_summary(mv: ModelVersion) -> dict[str, Any] | None:
     tags = client().get_model_version(mv.name, str(mv.version)).tags or {}
     raw = tags.get(TAG + "test.report")
     return json.loads(raw) if raw else None
+
+
+def store_holdout(mv: ModelVersion, frame: pd.DataFrame) -> str:
+    """Keep the labelled held-out data of ``nd.test`` with the version (for label-free
+    estimates): a Parquet artifact of the version's run, its sha256 a version tag."""
+    c = client()
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-") as tmp:
+        file = Path(tmp) / f"holdout-{time.time_ns()}.parquet"
+        frame.to_parquet(file, index=False)
+        sha = hashlib.sha256(file.read_bytes()).hexdigest()
+        c.log_artifact(mv.run_id, str(file), "holdout")
+    version = str(mv.version)
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.path", f"holdout/{file.name}")
+    c.set_model_version_tag(mv.name, version, TAG + "holdout.sha256", sha)
+    return sha
+
+
+def load_holdout(mv: ModelVersion) -> pd.DataFrame | None:
+    """The held-out data last given to ``nd.test`` for this version, hash-verified."""
+    import pandas as pd
+
+    c = client()
+    tags = c.get_model_version(mv.name, str(mv.version)).tags or {}
+    where, sha = tags.get(TAG + "holdout.path"), tags.get(TAG + "holdout.sha256")
+    if not where or not sha:
+        return None
+    local = config.settings().cache_dir / "holdout" / mv.name / f"{mv.version}-{sha[:16]}.parquet"
+    if not local.is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="nbdeploy-", dir=local.parent) as tmp:
+            got = Path(c.download_artifacts(mv.run_id, where, tmp))
+            got.replace(local)
+    if hashlib.sha256(local.read_bytes()).hexdigest() != sha:
+        raise IntegrityError(
+            f"the held-out data of {mv.name}/{mv.version} does not match its registered "
+            "sha256; run nd.test on the version again to store it anew"
+        )
+    return pd.read_parquet(local)
+
+
+def check_alias(alias: object) -> str:
+    """The naming rule, and MLflow's own: no '.', and 'latest' and v<number> are taken."""
+    names.check(alias, "alias")
+    assert isinstance(alias, str)
+    if "." in alias or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise PromotionError(
+            f"{alias!r} is not a usable alias ('.' is not allowed, and 'latest' and "
+            "v<number> are MLflow's own); use a word like 'champion'"
+        )
+    return alias
 
 
 def alias_holder(name: str, alias: str) -> int | None:
@@ -459,13 +623,8 @@ def promote(
     succeeds (``defer`` overrides): a job that fails later promotes nothing, and no
     server follows an alias onto its version in the meantime.
     """
+    check_alias(to)
     mv = resolve(ref)
-    reserved = to.lower() == "latest" or re.fullmatch(r"[vV]\d+", to or "")
-    if not re.fullmatch(r"[A-Za-z_][\w-]*", to or "") or reserved:
-        raise PromotionError(
-            f"{to!r} is not a usable alias ('latest' and v<number> are MLflow's own); "
-            "use a word like 'champion'"
-        )
     if not force and mv.test_passed is not True:
         state = "never tested" if mv.test_passed is None else "failed its last nd.test"
         raise PromotionError(
@@ -512,7 +671,8 @@ def settle_promotions(job_run_id: str, *, succeeded: bool) -> list[str]:
 
 def rollback(name: str, alias: str = "champion") -> ModelVersion:
     """Move ``alias`` back to the version that held it before the current holder."""
-    parse_ref(f"{name}@{alias}")
+    names.check(name, "model")
+    check_alias(alias)
     events = [e for e in _history_events(name) if e["alias"] == alias]
     stack: list[int] = []
     for event in events:
@@ -559,7 +719,7 @@ def _history_events(name: str) -> list[dict[str, Any]]:
     try:
         tags = client().get_registered_model(name).tags or {}
     except Exception:
-        raise ModelNotFoundError(f"no registered model named {name!r}", ref=name) from None
+        raise ModelNotFoundError(_not_found(name, None, None), ref=name) from None
     keys = sorted(k for k in tags if k.startswith(TAG + "history."))
     return [json.loads(tags[k]) for k in keys]
 

@@ -49,7 +49,7 @@ def features(ref: str) -> list[str]:
     from nbdeploy import registry
 
     mv = registry.resolve(ref)
-    meta = registry.read_json(registry.fetch_model(mv), registry.METADATA)
+    meta = registry.fetch_verified(mv).json(registry.METADATA)
     return [c["name"] for c in meta["schema"]["columns"]]
 
 

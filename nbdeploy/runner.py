@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 import sys
@@ -95,7 +96,8 @@ def resolve_notebook(notebook: str | os.PathLike[str], cwd: Path | None = None) 
 
 
 def check_parameters(path: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The notebook's declared parameters; refuses any name it does not declare."""
+    """The notebook's declared parameters; refuses a name it does not declare, or a value
+    whose type differs from the default's (for int, float, bool and str defaults)."""
     import papermill
 
     declared = papermill.inspect_notebook(str(path))
@@ -106,7 +108,43 @@ def check_parameters(path: Path, parameters: Mapping[str, Any]) -> dict[str, Any
             f"{path.name} has no parameter {', '.join(map(repr, unknown))}; "
             f"its parameters are: {names}"
         )
+    for key, value in parameters.items():
+        kind = parameter_type(declared[key])
+        if not _fits(kind, value):
+            raise JobError(
+                f"parameter {key!r} of {path.name} is {kind!s} (default "
+                f"{declared[key].get('default')}); give a {kind}, not a {type(value).__name__}"
+            )
     return declared
+
+
+def parameter_type(info: Mapping[str, Any]) -> str:
+    """A declared parameter's type: its annotation, else the type of its literal default."""
+    import ast
+
+    annotated = info.get("inferred_type_name")
+    if annotated and annotated != "None":
+        return str(annotated)
+    try:
+        default = ast.literal_eval(str(info.get("default")))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return "None"  # an expression: the notebook decides
+    return "None" if default is None else type(default).__name__
+
+
+def _fits(kind: str | None, value: Any) -> bool:
+    """Whether ``value`` can stand in for a default of papermill's inferred type ``kind``."""
+    if value is None or kind not in ("int", "float", "bool", "str"):
+        return True  # None, lists, dicts, expressions: the notebook decides
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, numbers.Integral)  # numpy integers register as Integral
+    if kind == "float":
+        return isinstance(value, numbers.Real)
+    return isinstance(value, str | os.PathLike)
 
 
 # -- kernels ---------------------------------------------------------------------
@@ -159,6 +197,13 @@ def _manager_class(env: dict[str, str]) -> type:
 
         async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
             kw["env"] = env
+            spec = self.kernel_spec
+            if spec is not None and any("ipykernel" in part for part in spec.argv):
+                # its one warning, "running over TCP without encryption", is about a
+                # kernel bound to 127.0.0.1 for this job alone, yet shows in red in the
+                # notebook that started the job; errors still show
+                kw["extra_arguments"] = [*kw.get("extra_arguments", ()),
+                                         "--IPKernelApp.log_level=ERROR"]  # fmt: skip
             await super().start_kernel(**kw)
 
     return JobKernelManager
@@ -178,6 +223,7 @@ def run_job(
     progress: bool = True,
     name: str | None = None,
     scheduled_for: float | None = None,
+    run_id: str | None = None,
 ) -> JobRun:
     """Run a parameterized notebook with papermill and record the run.
 
@@ -185,7 +231,8 @@ def run_job(
     packaged with nbdeploy. ``output`` defaults to ``$NBDEPLOY_HOME/jobs/runs/``.
     ``timeout`` (seconds) bounds the whole job. ``cwd`` (default: the current
     directory) is where the kernel runs. Returns a ``JobRun``; a failure is reported
-    in it (``status="failed"``, ``error``), not raised.
+    in it (``status="failed"``, ``error``), not raised. ``run_id`` continues a record
+    made by :func:`start_record` (the scheduler answers with that id before the run).
     """
     params = dict(parameters or {})
     workdir = Path(cwd).resolve() if cwd is not None else Path.cwd()
@@ -201,7 +248,8 @@ def run_job(
         except Exception:
             known = ", ".join(sorted(_spec_manager().find_kernel_specs()))
             raise JobError(f"no kernel named {kernel!r} (known: {known})") from None
-    run_id = _start_record(source, params, kernel, name, scheduled_for)
+    if run_id is None:
+        run_id = _start_record(source, params, kernel, name, scheduled_for)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = (
         Path(output)
@@ -231,8 +279,11 @@ def run_job(
     produced = _produced(run_id)
     from nbdeploy import registry
 
-    registry.settle_promotions(run_id, succeeded=not error)  # a failed job promotes nothing
-    _finish_record(run_id, status, error, target if target.is_file() else None, results, produced)
+    promoted = registry.settle_promotions(run_id, succeeded=not error)  # failed: nothing
+    _finish_record(
+        run_id, status, error, target if target.is_file() else None, results, produced,
+        failed_cell=failed_cell, promoted=promoted,
+    )  # fmt: skip
     return JobRun(
         run_id=run_id,
         notebook=str(source),
@@ -247,6 +298,7 @@ def run_job(
         produced=produced,
         failed_cell=failed_cell,
         name=name,
+        promoted=tuple(promoted),
     )
 
 
@@ -283,7 +335,8 @@ def _execute(
             parameters=params,
             kernel_name=kernel,
             cwd=str(workdir),
-            progress_bar=progress,
+            progress_bar=False,  # papermill's is a widget: blank in saved notebooks
+            engine_name=_progress_engine() if progress else None,
             start_timeout=math.ceil(min(60.0, remaining() or 60.0)),
             request_save_on_cell_execute=True,
             kernel_manager_class=_manager_class(env),
@@ -304,6 +357,22 @@ def _execute(
     except Exception as exc:
         return _crashed(exc), None
     return None, None
+
+
+def _progress_engine() -> str:
+    """papermill's nbclient engine, with nbdeploy's progress bar (one cell a step)."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    from nbdeploy.progress import Progress
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kw: Any) -> Any:
+            nb_man.pbar = Progress(len(nb_man.nb.cells), desc="Executing", unit="cell")
+            return super().execute_managed_notebook(nb_man, kernel_name, **kw)
+
+    papermill_engines.register("nbdeploy", ProgressEngine)
+    return "nbdeploy"
 
 
 def _crashed(exc: BaseException) -> str:
@@ -412,6 +481,26 @@ def _start_record(
     return str(run.info.run_id)
 
 
+def start_record(
+    notebook: str,
+    parameters: Mapping[str, Any],
+    kernel: str | None,
+    name: str,
+    scheduled_for: float,
+    cwd: str,
+) -> str:
+    """Record a run before it starts in another process (checked as ``run_job`` checks)."""
+    params = dict(parameters)
+    source = resolve_notebook(notebook, Path(cwd))
+    check_parameters(source, params)
+    return _start_record(source, params, kernel or default_kernel(), name, scheduled_for)
+
+
+def abandon_record(run_id: str, error: str) -> None:
+    """Close a record whose run never got going (the spec went stale, or it was killed)."""
+    _finish_record(run_id, "failed", error, None, {}, ())
+
+
 def _finish_record(
     run_id: str,
     status: str,
@@ -419,11 +508,17 @@ def _finish_record(
     notebook: Path | None,
     results: dict[str, Any],
     produced: tuple[str, ...],
+    *,
+    failed_cell: int | None = None,
+    promoted: list[str] | None = None,
 ) -> None:
     from nbdeploy import registry
 
     c = registry.client()
-    c.set_tag(run_id, TAG + "job.status", status)
+    if failed_cell is not None:
+        c.set_tag(run_id, TAG + "job.failed_cell", str(failed_cell))
+    if promoted:
+        c.set_tag(run_id, TAG + "job.promoted", ",".join(promoted))
     if error:
         c.set_tag(run_id, TAG + "job.error", error[:4900])
     if results:
@@ -438,6 +533,7 @@ def _finish_record(
     if notebook is not None:
         c.set_tag(run_id, TAG + "job.output", str(notebook))
         c.log_artifact(run_id, str(notebook), "notebook")
+    c.set_tag(run_id, TAG + "job.status", status)  # last: a reader seeing it sees the rest
     c.set_terminated(run_id, status="FINISHED" if status == "succeeded" else "FAILED")
 
 
@@ -458,7 +554,7 @@ def _produced(run_id: str) -> tuple[str, ...]:
 
 
 def jobs(limit: int | None = None) -> pd.DataFrame:
-    """Recorded job runs, newest first."""
+    """Recorded job runs, newest first, with the scheduled times that were skipped."""
     import pandas as pd
 
     from nbdeploy import registry
@@ -488,13 +584,23 @@ def jobs(limit: int | None = None) -> pd.DataFrame:
                 "error": t.get(TAG + "job.error"),
                 "output_path": t.get(TAG + "job.output"),
                 "scheduled_for": float(scheduled) if scheduled else None,
+                "failed_cell": int(t[TAG + "job.failed_cell"])
+                if TAG + "job.failed_cell" in t
+                else None,
+                "promoted": t.get(TAG + "job.promoted", ""),
             }
         )
-    frame = pd.DataFrame(rows, columns=_JOB_COLUMNS)
+    from nbdeploy import scheduler
+
+    for name, when, at in scheduler.skipped(limit or 1000):
+        rows.append({"name": name, "status": "skipped", "started": at, "scheduled_for": when})
+    rows.sort(key=lambda r: r["started"], reverse=True)
+    frame = pd.DataFrame(rows[: limit or None], columns=_JOB_COLUMNS)
     for col in ("started", "scheduled_for"):
         frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
     return frame
 
 
 _JOB_COLUMNS = ["run_id", "name", "notebook", "status", "started", "duration_s", "parameters"]
-_JOB_COLUMNS += ["produced", "results", "error", "output_path", "scheduled_for"]
+_JOB_COLUMNS += ["produced", "results", "error", "output_path", "scheduled_for", "failed_cell"]
+_JOB_COLUMNS += ["promoted"]

@@ -14,6 +14,7 @@ values in any message.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,9 @@ class Schema:
     columns: tuple[Column, ...]
     #: True when the model was trained on a bare array (columns named by position).
     positional: bool = False
+    #: Columns requests may carry for the log only (segments, sensitive attributes,
+    #: business keys): parsed and kept beside the features, never given to the model.
+    passthrough: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -58,11 +62,21 @@ class Schema:
         return all(c.type in NUMERIC for c in self.columns)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"columns": [c.to_dict() for c in self.columns], "positional": self.positional}
+        out: dict[str, Any] = {
+            "columns": [c.to_dict() for c in self.columns],
+            "positional": self.positional,
+        }
+        if self.passthrough:
+            out["passthrough"] = list(self.passthrough)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:
-        return cls(tuple(Column(**c) for c in data["columns"]), bool(data.get("positional")))
+        return cls(
+            tuple(Column(**c) for c in data["columns"]),
+            bool(data.get("positional")),
+            tuple(data.get("passthrough") or ()),
+        )
 
     # -- building ----------------------------------------------------------
 
@@ -117,6 +131,12 @@ class Schema:
 
     def from_frame(self, data: Any) -> dict[str, Any]:
         """Check a DataFrame (or array) from Python; returns its columns in schema order."""
+        try:
+            return self._from_frame(data)
+        except SchemaError as exc:  # told with the user's dtypes, from this one frame
+            raise in_pandas_terms(exc, data) from None
+
+    def _from_frame(self, data: Any) -> dict[str, Any]:
         frame = as_frame(data, self.names if self.positional else None)
         self._check_names([str(c) for c in frame.columns])
         if len(frame) == 0:
@@ -129,6 +149,9 @@ class Schema:
             out[col.name] = self._column(
                 col, series.to_numpy() if numeric else series.astype(object).tolist()
             )
+        for name in self.passthrough:
+            if name in by_name:
+                out[name] = _passthrough(name, frame[by_name[name]].astype(object).tolist(), True)
         return out
 
     def from_rows(
@@ -171,7 +194,11 @@ class Schema:
                 raise SchemaError("every record must be a JSON object", code="bad_request")
             if record.keys() != expected:
                 self._check_names(list(record))
-        return self.from_columns({n: [r[n] for r in records] for n in self.names})
+        out = self.from_columns({n: [r[n] for r in records] for n in self.names})
+        for name in self.passthrough:
+            if any(name in r for r in records):
+                out[name] = _passthrough(name, [r.get(name) for r in records])
+        return out
 
     def from_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
         """Column name -> values (``inputs`` as an object, OIP V2 named inputs)."""
@@ -185,7 +212,11 @@ class Schema:
             raise SchemaError("all columns must have the same number of values", code="bad_request")
         if lengths == {0}:
             raise SchemaError("the batch is empty: send at least one row")
-        return {c.name: self._column(c, columns[c.name]) for c in self.columns}
+        out = {c.name: self._column(c, columns[c.name]) for c in self.columns}
+        for name in self.passthrough:
+            if name in columns:
+                out[name] = _passthrough(name, columns[name])
+        return out
 
     # -- helpers -------------------------------------------------------------
 
@@ -193,6 +224,10 @@ class Schema:
         expected = self.names
         if names == expected:
             return
+        if self.passthrough:  # they may come along, in any order, or not at all
+            names = [n for n in names if n not in self.passthrough]
+            if names == expected:
+                return
         missing = [n for n in expected if n not in set(names)]
         extra = [n for n in names if n not in set(expected)]
         if missing:
@@ -284,6 +319,61 @@ class Schema:
                 f"column {col.name!r} has an infinite value but had none in training",
                 column=col.name,
             )
+
+
+#: the schema's wire types in the words of the pandas dtypes a user has
+_PANDAS_TYPES = {"long": "int64", "double": "float64", "boolean": "bool",
+                 "string": "str (object, string or category)"}  # fmt: skip
+_WRONG_TYPE = re.compile(r"column '(?P<column>.+)' expects (?P<type>\w+) values, got \w+")
+
+
+def in_pandas_terms(exc: SchemaError, X: Any) -> SchemaError:
+    """A wrong-type error about a DataFrame column, told with the user's pandas dtypes.
+
+    The server speaks JSON ("expects long values, got string"); the user has an
+    ``object`` column where training had ``int64``.
+    """
+    import pandas as pd
+
+    found = _WRONG_TYPE.fullmatch(str(exc))
+    if found is None or not isinstance(X, pd.DataFrame) or found["column"] not in X.columns:
+        return exc
+    column, expected = found["column"], _PANDAS_TYPES.get(found["type"], found["type"])
+    dtype = X[column].dtype
+    return SchemaError(
+        f"column {column!r} is {dtype} in your data but the model was trained on {expected}: "
+        f"convert it, e.g. X[{column!r}].astype({expected.split()[0]!r})",
+        column=column,
+        code=exc.code,
+    )
+
+
+def _passthrough(name: str, values: Any, from_python: bool = False) -> np.ndarray:
+    """A passthrough column as an object array of JSON scalars (missing as None).
+
+    From a DataFrame (``from_python``) anything else, e.g. a timestamp, is kept as its
+    text; from the wire a nested list or object is refused, since the log keeps scalars.
+    """
+    if not isinstance(values, list | tuple | np.ndarray):
+        raise SchemaError(
+            f"passthrough column {name!r} must be a list of values", code="bad_request"
+        )
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if _missing(v):
+            out[i] = None
+        elif isinstance(v, str | bool | int | float):
+            out[i] = v
+        elif from_python and not isinstance(v, list | dict | tuple):
+            out[i] = str(v)
+        else:
+            raise SchemaError(
+                f"passthrough column {name!r} takes text, numbers or booleans, got {_json_type(v)}",
+                column=name,
+            )
+    return out
 
 
 def _column_type(series: pd.Series) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from nbdeploy import config
 from nbdeploy.auditlog import Record, shared
 from nbdeploy.exceptions import NbdeployError
+from nbdeploy.progress import Progress
 from nbdeploy.serving.batching import Predictor
 
 
@@ -50,7 +51,6 @@ def score(
 ) -> Any:
     """Score ``data`` with ``ref``: a DataFrame back, or ``output`` written and its path back."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from nbdeploy.serving.adapter import load
 
@@ -67,7 +67,7 @@ def score(
     writer: Any = None
     parts = []
     try:
-        with tqdm(
+        with Progress(
             total=total,
             unit="rows",
             desc=f"scoring {model.name} v{model.version.version}",

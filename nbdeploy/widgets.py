@@ -8,7 +8,9 @@ rejections or alerts changed, or the window slid by a minute; it never blocks th
 kernel, and stops with :meth:`MonitorPanel.stop`, ``close()``, or when a new panel
 is opened for the same deployment (re-running the cell). The mime bundle also
 carries a ``text/html`` snapshot, so executed notebooks show the report where widgets
-cannot render.
+cannot render. In a kernel run by papermill or ``jupyter nbconvert --execute`` no
+one can interact with the widget, and nbconvert would prefer its saved state (a
+blank area without a CDN) to the snapshot: there the bundle is the snapshot alone.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ __all__ = ["MonitorPanel", "monitor"]
 
 
 class MonitorPanel(widgets.VBox):
-    """Tabs Overview, Drift, Quality, Performance, Alerts, Compare; a window selector."""
+    """Tabs Overview, Drift, Quality, Performance, Fairness, Alerts, Compare; a window selector."""
 
-    def __init__(self, name: str, window: str = "1h", *, interval: float = 3.0) -> None:
+    def __init__(
+        self, name: str, window: str = "1h", *, interval: float = 3.0, by: str | None = None
+    ) -> None:
         if window not in WINDOWS:
             raise NbdeployError(f"window must be one of {list(WINDOWS)}, not {window!r}")
         self.name, self.interval = name, interval
+        #: a logged column the Drift, Quality and Performance tabs are sliced by
+        self.by = by
         self.report: MonitorReport | None = None
         self.updates = 0
         self._lock = threading.Lock()
@@ -58,7 +64,7 @@ class MonitorPanel(widgets.VBox):
     def refresh(self) -> MonitorReport:
         """Recompute the report for the selected window and update every tab."""
         with self._lock:
-            rep = report(self.name, self.window.value)
+            rep = report(self.name, self.window.value, by=self.by)
             for tab, content in rep.sections().items():
                 if self.panes[tab].value != content:
                     self.panes[tab].value = content
@@ -110,10 +116,27 @@ class MonitorPanel(widgets.VBox):
         super().close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        interactive = frontend_is_interactive()
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {}) if interactive else {}
         if self.report is not None:
+            bundle["text/plain"] = repr(self.report)
             bundle["text/html"] = self.report._repr_html_()
         return bundle
+
+
+def frontend_is_interactive() -> bool:
+    """Whether the cell being run came from a person's frontend (JupyterLab, VS Code).
+
+    Headless executors (nbclient, hence papermill and ``nbconvert --execute``) send
+    their requests with ``allow_stdin`` off; interactive frontends turn it on.
+    """
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:  # not in a kernel: leave the bundle as ipywidgets makes it
+        return True
+    parent = kernel.get_parent() if hasattr(kernel, "get_parent") else {}
+    return bool((parent or {}).get("content", {}).get("allow_stdin", True))
 
 
 def _poll(panel_ref: weakref.ref[MonitorPanel], stopped: threading.Event) -> None:
@@ -136,15 +159,21 @@ def _poll(panel_ref: weakref.ref[MonitorPanel], stopped: threading.Event) -> Non
 
 
 def monitor(
-    name: str, window: str = "1h", *, live: bool = True, interval: float = 3.0
+    name: str,
+    window: str = "1h",
+    *,
+    live: bool = True,
+    interval: float = 3.0,
+    by: str | None = None,
 ) -> MonitorPanel:
     """The monitor panel of deployment ``name`` (live refresh every ``interval`` s).
 
     ``window`` is one of ``"15m"``, ``"1h"``, ``"6h"``, ``"24h"``, ``"7d"``, ``"all"``
-    (changeable in the panel). ``panel.stop()`` or closing it ends live refresh;
+    (changeable in the panel). ``by``: a logged column (e.g. a passthrough column) to
+    slice drift, quality and performance by. ``panel.stop()`` or closing it ends live refresh;
     ``panel.report`` is the current :class:`~nbdeploy.monitoring.MonitorReport`.
     """
-    panel = MonitorPanel(name, window, interval=interval)
+    panel = MonitorPanel(name, window, interval=interval, by=by)
     previous = _live.get(name)
     if previous is not None:  # re-running the cell: the old panel stops refreshing
         previous.stop()

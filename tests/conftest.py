@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +66,19 @@ def served(champion):
     import nbdeploy as nd
 
     return nd.serve("churn@champion")
+
+
+def eventually(condition: Callable[[], Any], seconds: float = 60.0, what: str = "") -> Any:
+    """Wait for ``condition()`` to be truthy and return it: tests wait for what they
+    need, never a fixed time (on a loaded machine any fixed sleep is too short)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert value, f"still not true after {seconds:.0f} s: {what or condition}"
+    return value
 
 
 def kernel_name() -> str:

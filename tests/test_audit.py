@@ -217,3 +217,29 @@ def test_feedback_ids_are_parsed_strictly_over_http(answered):
         assert reply.json()["error"]["code"] == "bad_request"
     with pytest.raises(nd.AuditLogError, match="looks like"):
         nd.feedback("churn", [record + "-²"], [1])
+
+
+def test_a_server_applies_the_retention_setting(champion, churn_data, monkeypatch):
+    import time
+
+    import numpy as np
+
+    from nbdeploy import config
+    from nbdeploy.auditlog import Record, chain, encode_inputs, encode_payload, shared
+    from tests.conftest import eventually
+
+    _, _, X_test, _ = churn_data
+    names = list(X_test.columns)
+    columns = {c: X_test[c].head(2).to_numpy() for c in names}
+    old = Record("old", "churn", "churn", 1, "champion", "served", 2, 1.0,
+                 encode_payload({"columns": names, "predictions": np.array([0, 1])}),
+                 encode_inputs(names, columns), ts=time.time() - 40 * 86400)  # fmt: skip
+    shared().append([old])
+    monkeypatch.setenv("NBDEPLOY_RETENTION_DAYS", "30")
+    config.reset()
+    served = nd.serve("churn@champion")
+    fresh = served.predict(X_test.head(2))["prediction_id"][0]
+    eventually(lambda: chain.erasures(shared().record(old.record_id)[-1]), what="retention")
+    assert "retention: older than 30 days" in nd.audit(old.prediction_ids()[1]).erasure
+    assert nd.audit(fresh).erased is False
+    assert nd.verify().ok

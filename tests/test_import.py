@@ -8,7 +8,7 @@ import sys
 
 import nbdeploy
 
-HEAVY = ("mlflow", "sklearn", "papermill", "ipywidgets", "pandas")
+HEAVY = ("mlflow", "sklearn", "papermill", "ipywidgets", "pandas", "fairlearn")
 
 EXPECTED_ALL = [
     "AuditLogError",
@@ -18,22 +18,28 @@ EXPECTED_ALL = [
     "Deployment",
     "DeploymentError",
     "DriftReport",
+    "Estimate",
+    "FairnessReport",
     "IntegrityError",
     "JobRun",
     "ModelNotFoundError",
     "ModelVersion",
     "NbdeployError",
+    "PerformanceEstimate",
     "PromotionError",
     "RegistryError",
     "SchemaError",
     "SignatureError",
     "TestReport",
     "VerifyReport",
+    "anomalies",
     "audit",
     "compare",
     "deployments",
     "drift",
     "erase",
+    "estimate",
+    "fairness",
     "feedback",
     "history",
     "jobs",
@@ -47,9 +53,11 @@ EXPECTED_ALL = [
     "run_job",
     "schedule",
     "score",
+    "segments",
     "serve",
     "stop",
     "test",
+    "unschedule",
     "verify",
 ]
 

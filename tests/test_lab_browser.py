@@ -6,8 +6,9 @@ panel it finds both versions and the deployment, promotes v2 through the confirm
 dialog (and checks in the registry that the alias moved), runs "Monitor" into an open
 notebook, and stops the deployment. Screenshots are kept in ``test-artifacts/``.
 
-No browser is ever downloaded: without a ``chromium`` on PATH (``make test`` installs
-Debian's) the test is skipped and says why.
+No browser is ever downloaded: ``make test`` installs Debian's ``chromium``. Without it
+the test fails, saying why, rather than skip: a skipped browser test would let a broken
+panel pass ``make test`` unnoticed.
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ QUIET_LAB = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false
 def browser():
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium; make test does it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+        pytest.fail(
+            "no chromium on PATH, so the panel cannot be tested in a browser: run `make browser` "
+            "(Debian: apt-get install -y chromium); this test fails rather than skip"
+        )
+    from playwright import sync_api  # a dev dependency: missing means a broken install
+
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
         try:

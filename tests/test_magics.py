@@ -43,7 +43,8 @@ def test_the_spine_through_magics(shell):
     shell.user_ns["ids"] = list(predictions["prediction_id"])
     shell.user_ns["labels"] = ["no", "yes", "no"]
     assert run(shell, "%deploy feedback churn ids labels").result == 3
-    assert run(shell, "%deploy stop churn").result == ["churn"]
+    stopped = run(shell, "%deploy stop churn").result
+    assert stopped == ["churn"] and repr(stopped) == "stopped deployment churn"
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ def test_the_spine_through_magics(shell):
     [
         ("%deploy promote churn/1", "no registered model"),
         ("%deploy register nothing --name churn --data X y", "no variable named 'nothing'"),
-        ("%deploy bogus", "invalid choice"),
+        ("%deploy bogus", "no subcommand 'bogus'"),
         ("%deploy test churn/1 --data X", "expected 2 arguments"),
         ("%deploy serve churn/1 --split churn@b", "REF=FRACTION"),
         ("%deploy stop", "name a deployment"),
@@ -77,3 +78,25 @@ def test_serve_magic_types_a_numeric_fallback(shell):
     answer = dep.predict(shell.user_ns["Xt"].head(50))
     assert 0 in set(answer["prediction"]) and "0" not in set(answer["prediction"])
     assert answer.loc[answer["fallback"], "prediction"].eq(0).all()
+
+
+def test_every_option_of_every_subcommand_is_described_with_examples(shell, capsys):
+    import argparse
+
+    from nbdeploy.magics import _parser
+
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(subparsers.choices) >= 18
+    for name, sub in subparsers.choices.items():
+        undocumented = [
+            a.dest
+            for a in sub._actions
+            if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()
+        ]
+        assert not undocumented, f"%deploy {name}: no description for {undocumented}"
+        assert run(shell, f"%deploy {name} --help").error_in_exec is None
+        shown = capsys.readouterr().out
+        assert "examples:" in shown and f"%deploy {name}" in shown.split("examples:")[1], name
+        for action in sub._actions:  # each description reaches the printed help
+            if action.help and not isinstance(action, argparse._HelpAction):
+                assert " ".join(action.help.split()[:3]) in " ".join(shown.split()), (name, action)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,13 @@ def test_quickstart_runs_end_to_end(home: Path, tmp_path: Path) -> None:
     assert len(nd.logs("churn", role="served")) >= 255
     assert len(nd.logs("churn", role="batch")) == 3000
     assert nd.deployments().empty
+    # its HTML shows the monitor snapshot (tabs included), not a widget needing a CDN
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(nbformat.read(str(output), as_version=4))
+    assert len(re.findall(r"class=.nbdeploy-monitor.", page)) == 1 and "nbdm-tab" in page
+    assert '<script type="application/vnd.jupyter.widget-view+json">' not in page
 
 
 def test_notebooks_are_stored_without_outputs() -> None:

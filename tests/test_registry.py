@@ -11,6 +11,7 @@ import pytest
 
 import nbdeploy as nd
 from nbdeploy import registry
+from nbdeploy.exceptions import InvalidNameError
 
 
 def test_register_builds_signature_including_categories(home, churn_data, churn_models):
@@ -43,10 +44,21 @@ def test_register_refuses_without_training_data(home, churn_models):
 
 def test_register_rejects_bad_name_and_unknown_objects(home, churn_data, churn_models):
     X, y, _, _ = churn_data
-    with pytest.raises(nd.RegistryError, match="usable model name"):
+    with pytest.raises(InvalidNameError, match="not a valid model name"):
         nd.register(churn_models[0], "churn/1", X, y)
     with pytest.raises(nd.RegistryError, match="PythonModel"):
         nd.register(object(), "thing", X, y)
+
+
+@pytest.mark.parametrize("tag", ["nbdeploy.test.passed", "NBDEPLOY.manifest_sha256"])
+def test_the_nbdeploy_tag_prefix_is_reserved(home, churn_data, churn_models, tag):
+    X, y, _, _ = churn_data
+    with pytest.raises(nd.RegistryError, match="reserved"):
+        nd.register(churn_models[0], "churn", X, y, tags={tag: "true", "team": "risk"})
+    assert registry.model_names() == []  # refused before anything was written
+    mv = nd.register(churn_models[0], "churn", X, y, tags={"team": "risk"})
+    with pytest.raises(nd.PromotionError, match="never tested"):
+        nd.promote(mv, to="champion")
 
 
 def test_lineage_records_git_commit(home, churn_data, churn_models):
@@ -185,7 +197,11 @@ def test_versions_carry_their_current_aliases(champion, churn_data, churn_models
     ]
 
 
-@pytest.mark.parametrize("alias", ["v3", "latest", "two words", ""])
-def test_reserved_or_malformed_aliases_are_refused(champion, alias):
-    with pytest.raises(nd.PromotionError, match="not a usable alias"):
+@pytest.mark.parametrize(
+    ("alias", "error"),
+    [("v3", nd.PromotionError), ("latest", nd.PromotionError), ("a.b", nd.PromotionError),
+     ("two words", InvalidNameError), ("", InvalidNameError)],
+)  # fmt: skip
+def test_reserved_or_malformed_aliases_are_refused(champion, alias, error):
+    with pytest.raises(error, match=r"not a usable alias|not a valid alias name"):
         nd.promote(champion, to=alias, force=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 
@@ -14,13 +15,20 @@ import pytest
 
 import nbdeploy as nd
 from nbdeploy.serving.client import split_payload
+from tests.conftest import eventually
 
 
 class Sleepy(mlflow.pyfunc.PythonModel):
-    """A shadow that takes half a second per batch."""
+    """A shadow that takes as long as the test wants: on the test's traffic (many
+    support calls, unlike the warm-up example) it waits for the file named by
+    ``NBDEPLOY_TEST_SHADOW_GATE`` (set for the server only) to exist."""
 
     def predict(self, context, model_input, params=None):
-        time.sleep(0.5)
+        gate = os.environ.get("NBDEPLOY_TEST_SHADOW_GATE")
+        traffic = (model_input["support_calls"] >= 20).any()
+        deadline = time.monotonic() + 120
+        while gate and traffic and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return np.array(["yes"] * len(model_input))
 
 
@@ -51,22 +59,25 @@ def two_versions(champion, churn_data, churn_models):
     return nd.promote(weak, to="challenger", force=True)
 
 
-def test_slow_and_failing_shadows_never_touch_responses(champion, churn_data):
+def test_slow_and_failing_shadows_never_touch_responses(
+    champion, churn_data, tmp_path, monkeypatch
+):
     X, y, X_test, _ = churn_data
     nd.register(Sleepy(), "churn", X, y)
     nd.register(Broken(), "churn", X, y)
     plain = nd.serve("churn/1", name="plain")
+    gate = tmp_path / "shadow-may-finish"
+    monkeypatch.setenv("NBDEPLOY_TEST_SHADOW_GATE", str(gate))
     shadowed = nd.serve("churn/1", name="shadowed", shadow=["churn/2", "churn/3"])
     rows = X_test.head(40).assign(support_calls=20)
-    timings, answers = [], []
-    for i in range(20):
-        frame = rows.iloc[[i]]
-        start = time.perf_counter()
-        answers.append(post(shadowed, frame)["predictions"][0])
-        timings.append(time.perf_counter() - start)
+    answers = [post(shadowed, rows.iloc[[i]])["predictions"][0] for i in range(20)]
+    # every request was answered while the sleepy shadow is still stuck on the first
+    # batch: responses never wait for a shadow (no timing involved)
+    assert shadowed.status()["shadow_stats"].get("rows", 0) == 0
     assert answers == [post(plain, rows.iloc[[i]])["predictions"][0] for i in range(20)]
-    assert np.median(timings) < 0.1  # the shadow sleeps 0.5 s per batch
-    time.sleep(1.5)
+    gate.touch()
+    # the broken shadow fails right after the sleepy one logged its first batch
+    eventually(lambda: shadowed.status()["shadow"]["churn/3"]["failures"] >= 1)
     logs = nd.logs("shadowed")
     served, shadow = logs[logs["role"] == "served"], logs[logs["role"] == "shadow"]
     assert len(served) == 20 and (served["model_version"] == 1).all()
@@ -139,11 +150,11 @@ def test_compare_gives_verdicts_where_the_better_model_is_known(champion, churn_
     nd.register(always_yes, "churn", X, y)
     dep = nd.serve("churn@champion", shadow=["churn/2"])
     _traffic_with_labels(dep, X_test, y_test, 10)
-    time.sleep(1.0)
+    eventually(lambda: len(nd.logs("churn", role="shadow")) == 10)
     early = nd.compare("churn")
     assert early.verdicts[2].startswith("not yet known")
     _traffic_with_labels(dep, X_test.iloc[10:], y_test.iloc[10:], 150)
-    time.sleep(1.0)
+    eventually(lambda: len(nd.logs("churn", role="shadow")) == 160)
     result = nd.compare("churn")
     row = result.table.set_index("model_version").loc[2]
     assert result.verdicts == {2: "challenger is worse"}
@@ -153,7 +164,7 @@ def test_compare_gives_verdicts_where_the_better_model_is_known(champion, churn_
     nd.stop("churn")
     swapped = nd.serve("churn/2", name="swapped", shadow=["churn/1"])
     _traffic_with_labels(swapped, X_test, y_test, 160)  # the same rows as above
-    time.sleep(1.0)
+    eventually(lambda: len(nd.logs("swapped", role="shadow")) == 160)
     assert nd.compare("swapped").verdicts == {1: "challenger is better"}
 
 
@@ -161,13 +172,12 @@ def test_retire_removes_a_shadow_from_the_running_server(two_versions, churn_dat
     _, _, X_test, _ = churn_data
     dep = nd.serve("churn@champion", shadow=["churn@challenger"])
     post(dep, X_test.head(2))
+    eventually(lambda: len(nd.logs("churn", role="shadow")) == 2)  # nothing left queued
     assert nd.retire("churn@challenger") == ["churn"]
     assert dep.status()["shadow"] == {}
-    time.sleep(0.5)
-    before = len(nd.logs("churn", role="shadow"))
     post(dep, X_test.head(2))
-    time.sleep(0.5)
-    assert len(nd.logs("churn", role="shadow")) == before
+    # answered batches are offered to the shadows when they are answered: none is left
+    assert len(nd.logs("churn", role="shadow")) == 2
     with pytest.raises(nd.NbdeployError, match="not a shadow or canary"):
         nd.retire("churn@challenger")
 
@@ -233,13 +243,14 @@ def test_promotions_take_effect_under_load_with_a_shadow_in_place(
     for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
+        eventually(lambda: len(versions) >= 5)  # traffic flows before the promotions
         nd.promote(third, to="champion", force=True)  # the answering model
         nd.promote("churn/1", to="challenger", force=True)  # the shadow
         deadline = time.time() + 30
         while "3" not in versions[-20:] and time.time() < deadline:
             time.sleep(0.2)
-        time.sleep(1.0)
+        # the shadow slot follows its alias too (its rows show the new version)
+        eventually(lambda: nd.logs("churn", role="shadow")["model_version"].iloc[-1] == 1)
     finally:
         stop.set()
         for t in threads:

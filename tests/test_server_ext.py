@@ -201,7 +201,8 @@ def test_promote_is_gated_then_forced_and_rolled_back(server):
         ("models/nope/promote", {"version": 1, "alias": "champion"}, 404, "no registered model"),
         ("models/churn/promote", {"version": 9, "alias": "champion"}, 404, "no version 9"),
         ("models/churn/promote", {"alias": "champion"}, 400, "version"),
-        ("models/churn/promote", {"version": 1, "alias": "not an alias"}, 409, "usable alias"),
+        ("models/churn/promote", {"version": 1, "alias": "not an alias"}, 400, "valid alias"),
+        ("models/churn/promote", {"version": 1, "alias": "v2"}, 409, "usable alias"),
         ("models/churn/rollback", {"alias": "staging"}, 409, "no earlier holder"),
         ("deployments/nope/stop", {}, 404, "no deployment named 'nope'"),
     ],
@@ -211,6 +212,53 @@ def test_user_errors_are_json_messages(server, path, body, status, says):
     assert got == status
     assert says in answer["message"]
     assert "Traceback" not in answer["message"]
+
+
+HOSTILE = [
+    '{__import__("os").system("id")}',
+    "$HOME",
+    "churn\nimport os",
+    "../x",
+    "x" * 200,
+    "modèle",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_are_a_400_naming_the_rule(server, name):
+    from urllib.parse import quote
+
+    from nbdeploy.registry import alias_holder
+
+    part = quote(name, safe="")
+    for path, body, kind in (
+        (f"models/{part}/promote", {"version": 1, "alias": "champion"}, "model"),
+        ("models/churn/promote", {"version": 2, "alias": name}, "alias"),
+        (f"models/{part}/rollback", {"alias": "champion"}, "model"),
+        ("models/churn/rollback", {"alias": name}, "alias"),
+        (f"deployments/{part}/stop", {}, "deployment"),
+    ):
+        got, answer = api(server, path, body)
+        assert got == 400, (path, answer)
+        assert f"not a valid {kind} name" in answer["message"]
+    assert alias_holder("churn", "champion") == 1  # nothing moved
+
+
+def test_deployment_files_with_hostile_names_are_not_listed(server):
+    folder = server_home() / "deployments"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"ref": "churn@champion", "url": "http://127.0.0.1:9", "pid": os.getpid()}
+    planted = [folder / "{__import__('os').system('id')}.json", folder / "planted.json"]
+    for path in planted:
+        path.write_text(json.dumps({**state, "name": "{__import__('os').system('id')}"}))
+    try:
+        status, answer = api(server, "deployments")
+        assert status == 200
+        assert all("{" not in d["name"] for d in answer["deployments"])
+        assert "planted" not in [d["name"] for d in answer["deployments"]]
+    finally:
+        for path in planted:
+            path.unlink()
 
 
 def test_a_body_that_is_not_json_is_a_400(server):

@@ -95,7 +95,7 @@ def test_deploy_monitor_magic_returns_the_panel(dep):
         panel.close()
         assert panel.report.window == "24h" and panel.report.overview["ref"] == "churn/1"
         bad = shell.run_cell("%deploy monitor nobody")
-        assert "no deployment or logged predictions named 'nobody'" in str(bad.error_in_exec)
+        assert "no deployment or model is named 'nobody'" in str(bad.error_in_exec)
     finally:
         InteractiveShell.clear_instance()
 

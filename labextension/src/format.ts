@@ -3,11 +3,35 @@
  */
 import { IDeploymentInfo } from './types';
 
-/** The code the Monitor button runs; loads the magic first if the notebook never did. */
+/** nbdeploy's naming rule (nbdeploy/names.py): such a name carries nothing IPython expands. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * The code the Monitor button runs; loads the magic first if the notebook never did.
+ *
+ * IPython expands {expr} and $var in a magic's line and a newline starts a new
+ * statement, so only a name that follows the naming rule goes into the magic. Any
+ * other name (the server never makes one) is passed as a Python string literal.
+ */
 export function monitorCode(name: string, sources: string[]): string {
+  if (!NAME.test(name)) {
+    return `import nbdeploy\nnbdeploy.monitor(${pythonString(name)})`;
+  }
   const loaded = sources.some(source => /%(re)?load_ext\s+nbdeploy\b/.test(source));
   const line = `%deploy monitor ${name}`;
   return loaded ? line : `%load_ext nbdeploy\n${line}`;
+}
+
+/**
+ * A Python string literal of printable ASCII only: JSON escapes quotes, backslashes
+ * and control characters; the rest of non-ASCII is escaped too, as IPython splits
+ * lines at U+2028 and friends before Python reads the string.
+ */
+export function pythonString(text: string): string {
+  return JSON.stringify(text).replace(
+    /[^\x20-\x7e]/g,
+    c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0')
+  );
 }
 
 /** green: answering; amber: answering with warnings or unresponsive; red: down. */

@@ -6,6 +6,8 @@ import React, { useState } from 'react';
 import { askPromote, confirm } from './dialogs';
 import { nbdeployIcon } from './icon';
 import { health, percent } from './format';
+import { JobsSection } from './jobs';
+import { JobsModel } from './jobsmodel';
 import { DeployModel } from './model';
 import {
   IAliasEvent,
@@ -29,23 +31,27 @@ const HISTORY_SHOWN = 8;
 export class DeployPanel extends ReactWidget {
   constructor(
     readonly model: DeployModel,
-    private readonly _monitor: (name: string) => void
+    private readonly _monitor: (name: string) => void,
+    readonly jobs: JobsModel,
+    private readonly _openRun: (runId: string) => void
   ) {
     super();
     this.id = PANEL_ID;
     this.addClass('jp-nbdeploy');
     this.title.icon = nbdeployIcon;
-    this.title.caption = 'nbdeploy: models and deployments';
+    this.title.caption = 'nbdeploy: models, deployments and jobs';
   }
 
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this.model.active = true;
+    this.jobs.active = true;
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
     this.model.active = false;
+    this.jobs.active = false;
   }
 
   render(): JSX.Element {
@@ -56,6 +62,8 @@ export class DeployPanel extends ReactWidget {
             model={this.model}
             act={(title, action) => this._act(title, action)}
             monitor={this._monitor}
+            jobs={this.jobs}
+            openRun={this._openRun}
           />
         )}
       </UseSignal>
@@ -77,9 +85,11 @@ interface IPanelProps {
   model: DeployModel;
   act: Act;
   monitor: (name: string) => void;
+  jobs: JobsModel;
+  openRun: (runId: string) => void;
 }
 
-function Panel({ model, act, monitor }: IPanelProps): JSX.Element {
+function Panel({ model, act, monitor, jobs, openRun }: IPanelProps): JSX.Element {
   return (
     <div className="jp-nbdeploy-body">
       <header className="jp-nbdeploy-header">
@@ -113,7 +123,7 @@ function Panel({ model, act, monitor }: IPanelProps): JSX.Element {
         )}
         <ul className="jp-nbdeploy-tree">
           {model.models.map(m => (
-            <ModelItem key={m.name} info={m} model={model} act={act} />
+            <ModelItem key={m.name} info={m} model={model} act={act} openRun={openRun} />
           ))}
         </ul>
       </section>
@@ -137,6 +147,7 @@ function Panel({ model, act, monitor }: IPanelProps): JSX.Element {
           ))}
         </ul>
       </section>
+      <JobsSection jobs={jobs} act={act} openRun={openRun} />
       {model.updated > 0 && (
         <footer className="jp-nbdeploy-muted">
           updated {new Date(model.updated).toLocaleTimeString()}
@@ -150,9 +161,10 @@ interface IModelProps {
   info: IModelInfo;
   model: DeployModel;
   act: Act;
+  openRun: (runId: string) => void;
 }
 
-function ModelItem({ info, model, act }: IModelProps): JSX.Element {
+function ModelItem({ info, model, act, openRun }: IModelProps): JSX.Element {
   const [open, setOpen] = useState(true);
   const [showHistory, setShowHistory] = useState(false);
   const promote = (version: IVersionInfo) =>
@@ -219,6 +231,16 @@ function ModelItem({ info, model, act }: IModelProps): JSX.Element {
                 ))}
                 <TestChip test={v.test} />
               </span>
+              {v.job_run && (
+                <button
+                  className="jp-nbdeploy-link"
+                  data-nbdeploy-action="open-training-run"
+                  title={`Trained by job run ${v.job_run}: open its executed notebook`}
+                  onClick={() => openRun(v.job_run as string)}
+                >
+                  job
+                </button>
+              )}
               <button
                 className="jp-nbdeploy-button"
                 data-nbdeploy-action="promote"

@@ -15,11 +15,12 @@ that ``nd.erase`` and retention may remove their inputs (the chain keeps per-row
 digests). Rejected requests are counted per minute and code.
 
 ``chain`` hashes and checks entries and ``anchor`` keeps the newest hashes outside,
-whatever the storage; ``store`` is the SQLite storage (all SQL); ``payload`` encodes a
-record's outputs and inputs; ``queries`` turns records into DataFrames; ``verifying``
-checks the whole log; ``privacy`` holds pii policies, erasure and retention;
-``maintenance`` anchors, checkpoints and expires in the background. A PostgreSQL
-backend is one more module with the methods of ``store.AuditLog``.
+whatever the storage; ``store`` (writes) and ``reading`` (reads) are the SQLite
+storage, all of its SQL; ``payload`` encodes a record's outputs and inputs; ``queries``
+turns records into DataFrames; ``verifying`` checks the whole log; ``privacy`` holds pii
+policies, erasure and retention; ``maintenance`` anchors, checkpoints and expires in the
+background. A PostgreSQL backend is one more module with the methods of
+``store.AuditLog``.
 """
 
 from nbdeploy.auditlog.chain import GENESIS

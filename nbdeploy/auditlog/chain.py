@@ -24,7 +24,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -124,37 +124,45 @@ def row_digests(inputs: bytes) -> list[bytes]:
     Computed from the stored form, so the writer and any later verifier agree byte for
     byte: a numeric matrix row is its raw bytes, a row of mixed columns is its JSON.
     """
-    body = decode_payload(inputs)
+    return _row_digests(decode_payload(inputs))[1]
+
+
+def _row_digests(body: dict[str, Any]) -> tuple[bytes, list[bytes]]:
+    """(how the rows are typed, one digest per row) of a decoded inputs blob."""
     erased = {int(i): bytes.fromhex(e[0]) for i, e in body.get("erased", {}).items()}
     digests: list[bytes]
     if "data" in body:
         data = np.ascontiguousarray(body["data"])
-        width = data.shape[1] * data.dtype.itemsize if data.ndim == 2 else data.dtype.itemsize
-        view = memoryview(data.tobytes())
-        tag = data.dtype.str.encode()
-        digests = [
-            hashlib.sha256(tag + view[i * width : (i + 1) * width]).digest()
-            for i in range(len(data))
-        ]
+        data = data.reshape(len(data), -1)
+        kind = b"data " + data.dtype.str.encode()
+        # a view with one raw-bytes element per row (tolist() gives bytes): one C call
+        # per row hashes it
+        width = data.shape[1] * data.dtype.itemsize
+        raw = cast(list[bytes], data.view(np.dtype((np.void, width))).ravel().tolist())
+        digests = [h.digest() for h in map(hashlib.sha256, raw)]
     elif "columnar" in body:
-        rows = zip(*body["columnar"], strict=True)
-        digests = [hashlib.sha256(orjson.dumps(row)).digest() for row in rows]
-    else:
+        kind = b"columnar " + orjson.dumps(body.get("passthrough", []))  # their names too
+        columns = zip(*body["columnar"], strict=True)
+        digests = [hashlib.sha256(orjson.dumps(row)).digest() for row in columns]
+    else:  # every row erased: the typing was kept beside the digests
+        kind = str(body.get("kind", "")).encode()
         digests = [b""] * (max(erased) + 1 if erased else 0)
     for i, digest in erased.items():
         digests[i] = digest
-    return digests
+    return kind, digests
 
 
 def inputs_digest(inputs: bytes) -> bytes:
-    return hashlib.sha256(b"".join(row_digests(inputs))).digest()
+    """sha256 over how the rows are typed and every row's digest."""
+    kind, digests = _row_digests(decode_payload(inputs))
+    return hashlib.sha256(kind + b"\x1e" + b"".join(digests)).digest()
 
 
 def erase_rows(inputs: bytes, rows: Iterable[int], when: float, why: str) -> bytes:
     """The inputs blob with ``rows`` removed: values become null (NaN in a numeric
     matrix), and each erased row keeps only its digest, when and why."""
-    digests = row_digests(inputs)
-    body = decode_payload(inputs)
+    body = decoded = decode_payload(inputs)
+    kind, digests = _row_digests(body)
     erased: dict[str, Any] = dict(body.get("erased", {}))
     wanted = sorted({int(r) for r in rows} - {int(i) for i in erased})
     if not wanted:
@@ -164,13 +172,15 @@ def erase_rows(inputs: bytes, rows: Iterable[int], when: float, why: str) -> byt
     if "data" in body:
         data = np.array(body["data"])  # same dtype: the other rows' digests stay the same
         data[wanted] = np.nan if data.dtype.kind == "f" else 0
-        body = {} if len(erased) == len(data) else {"data": data}
+        body = {"kind": kind.decode()} if len(erased) == len(data) else {"data": data}
     elif "columnar" in body:
         columns = [list(c) for c in body["columnar"]]
         for column in columns:
             for i in wanted:
                 column[i] = None
-        body = {} if len(erased) == len(digests) else {"columnar": columns}
+        body = {"kind": kind.decode()} if len(erased) == len(digests) else {"columnar": columns}
+    if "passthrough" in decoded:  # the names of passthrough columns, stored after the features
+        body["passthrough"] = decoded["passthrough"]
     body["erased"] = erased
     return encode_payload(body)
 

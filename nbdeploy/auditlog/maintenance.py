@@ -20,7 +20,7 @@ seconds after a write, and once more when it exits cleanly. A server's thread al
 from __future__ import annotations
 
 import atexit
-import sqlite3
+import math
 import threading
 import time
 from pathlib import Path
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 RETENTION_EVERY_S = 600.0
 #: How often the thread looks at the WAL's size (a stat call) and the anchor's age.
 TICK_S = 0.2
-#: Passive checkpoints in a row that try to copy the WAL's last frames between commits.
-CATCH_UP_PASSES = 20
 _threads: dict[Path | str, Maintenance] = {}
 _lock = threading.Lock()
 
@@ -62,17 +60,16 @@ class Maintenance(threading.Thread):
         from nbdeploy.auditlog.store import AuditLog
 
         s = self.settings
-        log = AuditLog(self.path, maintained=False, settings=s)
-        log.db.execute("PRAGMA busy_timeout=50")
-        last_anchor = last_retention = last_checkpoint = 0.0
+        log = AuditLog(self.path, maintained=False, settings=s, busy_timeout_s=0.05)
+        last_anchor = last_retention = last_checkpoint = -math.inf  # all due at once
         # PostgreSQL keeps its own write-ahead log: only SQLite's needs checkpoints here
-        wal = self.path.with_name(self.path.name + "-wal") if isinstance(self.path, Path) else None
+        wal = isinstance(self.path, Path)
         while not self.stopped.wait(TICK_S):
             if not _exists(self.path):
                 return  # the log was removed (a test's home): nothing left to keep
             now = time.monotonic()
             try:
-                size = wal.stat().st_size if self.serving and wal and wal.exists() else 0
+                size = log.wal_bytes() if self.serving and wal else 0
                 full = size > wal_reset_bytes(s)
                 if self.serving and wal and (full or now - last_checkpoint >= 1.0):
                     last_checkpoint = now
@@ -92,22 +89,7 @@ class Maintenance(threading.Thread):
         self.stats["anchors"] += 1
 
     def checkpoint(self, log: AuditLog, *, restart: bool, force: bool = False) -> None:
-        try:
-            before = -1
-            for _ in range(CATCH_UP_PASSES if restart else 1):
-                _, frames, copied = log.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self.stats["passive"] += 1
-                # two passes that saw the same, fully copied WAL: no commit came in between,
-                # so the next commit finds it all copied and rewinds the WAL itself
-                if frames == copied == before:
-                    self.stats["caught_up"] += 1
-                    return
-                before = frames if frames == copied else -1
-            if force:  # writes outpace the passes: hold writers for the little left
-                busy = log.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
-                self.stats["busy" if busy else "restart"] += 1
-        except sqlite3.Error:
-            self.stats["busy"] += 1
+        self.stats[log.checkpoint(catch_up=restart, force=force)] += 1
 
 
 def wal_reset_bytes(settings: config.Settings) -> int:

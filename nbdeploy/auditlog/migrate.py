@@ -25,7 +25,7 @@ def migrate(to: str, source: str | Path | None = None) -> dict[str, int]:
     """Copy the SQLite log at ``source`` (default: this home's) into the empty
     PostgreSQL log ``to``; returns the rows copied per table."""
     if not is_url(to):
-        raise AuditLogError(f"--to takes a postgresql:// URL, not {config.redact(str(to))!r}")
+        raise AuditLogError(f"--to takes a postgresql:// URL, not {config.redact_url(str(to))!r}")
     origin = config.settings().audit_db if source is None else source
     if is_url(origin) or not Path(origin).is_file():
         raise AuditLogError(f"no SQLite audit log at {origin}; pass the file to copy from")

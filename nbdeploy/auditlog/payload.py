@@ -51,16 +51,23 @@ def encode_inputs(
 ) -> bytes:
     """A record's inputs, stored apart from its outputs so they can be erased alone;
     ``pii`` (column -> "hash" | "drop", from registration) decides what is kept."""
+    # passthrough columns (nd.register(..., passthrough=)) ride along after the features:
+    # covered by the per-row digests of the chain, and erased with the row
+    extra = {k: v for k, v in inputs.items() if k not in set(names)} if isinstance(
+        inputs, dict) else {}  # fmt: skip
     if pii:
         from nbdeploy.auditlog.privacy import apply
 
         inputs = apply(pii, names, inputs)
     if isinstance(inputs, np.ndarray):
         return encode_payload({"data": inputs})
-    columns = [np.asarray(inputs[c]) for c in names]
-    return encode_payload(
-        {"columnar": [c.tolist() if c.dtype.kind in "OUS" else c for c in columns]}
-    )
+    columns = [np.asarray(inputs[c]) for c in names] + [np.asarray(v) for v in extra.values()]
+    body: dict[str, Any] = {
+        "columnar": [c.tolist() if c.dtype.kind in "OUS" else c for c in columns]
+    }
+    if extra:
+        body["passthrough"] = list(extra)
+    return encode_payload(body)
 
 
 def decode_record(payload: bytes, inputs: bytes) -> dict[str, Any]:
@@ -70,7 +77,7 @@ def decode_record(payload: bytes, inputs: bytes) -> dict[str, Any]:
 
 def decode_inputs(body: dict[str, Any]) -> dict[str, list[Any]]:
     """A decoded record's inputs as column name -> values (None where erased)."""
-    columns = body["columns"]
+    columns = [*body["columns"], *body.get("passthrough", ())]
     erased = [int(i) for i in body.get("erased", {})]
     if "data" in body:
         data = np.asarray(body["data"], dtype=float)

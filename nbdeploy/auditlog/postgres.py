@@ -75,7 +75,7 @@ class Connection:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.where = config.redact(url)
+        self.where = config.redact_url(url)
         self._conn: Any = None
         try:
             self._connect()
@@ -135,7 +135,8 @@ class Connection:
 
     def _run(self, sql: str, args: Sequence[Any] = ()) -> Any:
         try:
-            return self._live().execute(sql, tuple(args))
+            cursor = self._live().execute(sql, tuple(args))
+            return _Inserted(cursor, self) if sql.lstrip()[:6].upper() == "INSERT" else cursor
         except DatabaseError:
             raise
         except Exception as exc:
@@ -180,6 +181,26 @@ class Connection:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+class _Inserted:
+    """An INSERT's cursor with ``sqlite3``'s ``lastrowid``: the identity value it drew."""
+
+    def __init__(self, cursor: Any, connection: Connection) -> None:
+        self._cursor, self._connection = cursor, connection
+
+    @property
+    def lastrowid(self) -> int | None:
+        try:
+            return int(self._connection._live().execute("SELECT lastval()").fetchone()[0])
+        except Exception:  # no sequence drawn in this session (e.g. chain_meta)
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
 
 
 class _Empty:

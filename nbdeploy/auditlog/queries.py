@@ -62,6 +62,12 @@ def logs(
     if role not in (None, "served", "shadow", "batch"):
         raise AuditLogError(f"role must be 'served', 'shadow' or 'batch', not {role!r}")
     records = shared().records(name, since=parse_time(since), limit=limit, role=role)
+    if not records and since is None and role is None:  # a typo is not an empty log
+        from nbdeploy.hints import unknown_name
+
+        error = unknown_name(name)
+        if error is not None:
+            raise error
     meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
     features: dict[str, list[Any]] = {}
     outputs: dict[str, list[Any]] = {}

@@ -25,11 +25,12 @@ from nbdeploy import config
 from nbdeploy.auditlog import chain as chains
 from nbdeploy.auditlog import maintenance, postgres
 from nbdeploy.auditlog.chain import GENESIS, Chain
+from nbdeploy.auditlog.reading import _RECORD_COLUMNS, REJECTION_BUCKET_S, Reads
 from nbdeploy.exceptions import AuditLogError
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # labels may arrive as numpy scalars
-#: Rejected requests are counted per deployment, code and this many seconds.
-REJECTION_BUCKET_S = 60.0
+#: Passive checkpoints in a row that try to copy the WAL's last frames between commits.
+CATCH_UP_PASSES = 20
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -92,7 +93,6 @@ CREATE TABLE IF NOT EXISTS rejections (
 );
 CREATE TABLE IF NOT EXISTS chain_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_RECORD_COLUMNS = ", ".join(chains.RECORD_FIELDS)
 _ALERT_COLUMNS = ", ".join((*chains.ALERT_FIELDS, "webhook"))
 _ROW_ID = re.compile(r"0|[1-9][0-9]*")
 
@@ -141,7 +141,7 @@ class Record:
         return tuple(getattr(self, f) for f in chains.RECORD_FIELDS)
 
 
-class AuditLog:
+class AuditLog(Reads):
     """A connection to the log. Not shared between threads; open one per thread.
 
     ``busy_timeout_s``: how long a write waits for another writer's lock before it
@@ -164,7 +164,7 @@ class AuditLog:
         target = path or s.audit_db
         #: a SQLite file, or a PostgreSQL URL (shown redacted: it may hold a password)
         self.path: Path | str = target if postgres.is_url(target) else Path(target)
-        self.where = config.redact(str(self.path))
+        self.where = config.redact_url(str(self.path))
         self.chain = Chain(s.audit_key)
         self.anchor_path = s.audit_anchor
         self._key_checked = False
@@ -276,19 +276,21 @@ class AuditLog:
 
         self._write("predictions", work)
 
-    def add_alert(self, values: tuple[Any, ...], webhook: str = "") -> None:
-        """Record a fired alert (``values`` in :data:`chain.ALERT_FIELDS` order)."""
+    def add_alert(self, values: tuple[Any, ...], webhook: str = "") -> int:
+        """Record a fired alert (``values`` in :data:`chain.ALERT_FIELDS` order); its seq."""
 
-        def work() -> None:
+        def work() -> int:
             prev = self._last("alerts")
             digest = self.chain.link(prev, chains.alert_content(values))
-            self.db.execute(
+            cursor = self.db.execute(
                 f"INSERT INTO alerts ({_ALERT_COLUMNS}, prev_hash, hash) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (*values, webhook, prev, digest),
             )
+            return int(cursor.lastrowid or 0)
 
-        self._write("an alert", work)
+        seq: int = self._write("an alert", work)
+        return seq
 
     def reject(self, rows: list[tuple[float, str, str, str, int]]) -> None:
         """Count rejected requests, never their payload: (ts, deployment, model, code,
@@ -430,177 +432,37 @@ class AuditLog:
             self.erase({rid: set(range(n)) for rid, n in rows}, why)
             done += len(rows)
 
-    # -- the chain ----------------------------------------------------------
+    # -- housekeeping (a server's maintenance thread) ---------------------------
 
-    def heads(self) -> dict[str, tuple[int, str]]:
-        """(seq, hash) of the newest entry of each chained table that has one."""
-        out = {}
-        for table in chains.TABLES:
-            row = self.db.execute(
-                f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            if row:
-                out[table] = (int(row[0]), str(row[1]))
-        return out
+    def wal_bytes(self) -> int:
+        if not isinstance(self.path, Path):  # PostgreSQL manages its own
+            return 0
+        wal = self.path.with_name(self.path.name + "-wal")
+        return wal.stat().st_size if wal.exists() else 0
 
-    def head(self) -> str:
-        """The newest record's hash."""
-        return self.heads().get("records", (0, GENESIS))[1]
+    def checkpoint(self, *, catch_up: bool, force: bool) -> str:
+        """Copy the WAL back into the database; returns what happened: ``passive``,
+        ``caught_up`` (the next commit rewinds the WAL), ``restart`` or ``busy``.
 
-    def anchor(self) -> None:
-        """Keep the newest hashes outside the database (see :mod:`.anchor`)."""
-        from nbdeploy.auditlog import anchor
-
-        anchor.write(self.anchor_path, self.heads(), self.chain)
-
-    def key_id(self) -> str | None:
-        """The key id the log was started with (None: nothing written yet)."""
-        row = self.db.execute("SELECT value FROM chain_meta WHERE key = 'key_id'").fetchone()
-        return None if row is None else str(row[0])
-
-    def entries(
-        self, table: str, after: int = 0
-    ) -> Iterator[tuple[int, str, str, str, bytes, str]]:
-        """(seq, id, prev_hash, hash, content, name) of ``table``'s entries after seq
-        ``after``, oldest first; ``name`` is the model or deployment it belongs to."""
-        if table == "records":
-            sql = (f"SELECT seq, {_RECORD_COLUMNS}, payload, inputs, prev_hash, hash, deployment "
-                   "FROM records WHERE seq > ? ORDER BY seq")  # fmt: skip
-            for seq, *fields, payload, inputs, prev, digest, deployment in self._stream(sql, after):
-                body = chains.record_content(fields, payload, inputs)
-                yield seq, fields[0], prev, digest, body, f"{fields[4]}\x00{deployment}"
-        elif table == "feedback":
-            sql = ("SELECT seq, prediction_id, model_name, deployment, ts, source, label, "
-                   "prev_hash, hash FROM feedback WHERE seq > ? ORDER BY seq")  # fmt: skip
-            for seq, *fields, label, prev, digest in self._stream(sql, after):
-                body = chains.feedback_content(fields, label)
-                yield seq, fields[0], prev, digest, body, f"{fields[1]}\x00{fields[2]}"
-        else:
-            sql = (f"SELECT seq, {', '.join(chains.ALERT_FIELDS)}, prev_hash, hash FROM alerts "
-                   "WHERE seq > ? ORDER BY seq")  # fmt: skip
-            for seq, *fields, prev, digest in self._stream(sql, after):
-                body = chains.alert_content(fields)
-                yield seq, f"{fields[2]}", prev, digest, body, f"{fields[1]}\x00"
-
-    def _stream(self, sql: str, after: int) -> Iterator[tuple[Any, ...]]:
-        """Rows in pages, so a long walk holds no read snapshot for its whole length."""
-        while True:
-            page = self.db.execute(sql + " LIMIT 200", (after,)).fetchall()
-            yield from page
-            if len(page) < 200:
-                return
-            after = page[-1][0]
-
-    def record_link(self, record_id: str) -> tuple[int, str] | None:
-        """(seq, prev_hash) of one record."""
-        row = self.db.execute(
-            "SELECT seq, prev_hash FROM records WHERE record_id = ?", (record_id,)
-        ).fetchone()
-        return None if row is None else (int(row[0]), str(row[1]))
-
-    def hash_before(self, table: str, seq: int) -> str:
-        row = self.db.execute(
-            f"SELECT hash FROM {table} WHERE seq < ? ORDER BY seq DESC LIMIT 1", (seq,)
-        ).fetchone()
-        return str(row[0]) if row else GENESIS
-
-    def entry_hash(self, table: str, seq: int) -> str | None:
-        row = self.db.execute(f"SELECT hash FROM {table} WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else str(row[0])
-
-    # -- reading ------------------------------------------------------------
-
-    def records(
-        self,
-        name: str,
-        *,
-        since: float | None = None,
-        limit: int | None = None,
-        role: str | None = None,
-    ) -> list[tuple[Any, ...]]:
-        where = ["(model_name = ? OR deployment = ?)"]
-        args: list[Any] = [name, name]
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if role is not None:
-            where.append("role = ?")
-            args.append(role)
-        sql = (
-            "SELECT record_id, request_id, ts, model_name, model_version, alias, role, "
-            f"latency_ms, n_rows, payload, inputs FROM records WHERE {' AND '.join(where)} "
-            "ORDER BY seq DESC"
-        )
-        rows, total = [], 0
-        for row in self.db.execute(sql, args):
-            rows.append(row)
-            total += row[8]
-            if limit is not None and total >= limit:
-                break
-        rows.reverse()
-        return rows
-
-    def record(self, record_id: str) -> tuple[Any, ...] | None:
-        """(request_id, ts, model_name, model_version, alias, role, payload, inputs)."""
-        row: tuple[Any, ...] | None = self.db.execute(
-            "SELECT request_id, ts, model_name, model_version, alias, role, payload, inputs "
-            "FROM records WHERE record_id = ?",
-            (record_id,),
-        ).fetchone()
-        return row
-
-    def window(
-        self, name: str, since: float | None = None, until: float | None = None
-    ) -> list[tuple[Any, ...]]:
-        """(record_id, ts, model_version, alias, role, n_rows, latency_ms, payload, inputs)
-        of ``name``'s records in [since, until], oldest first."""
-        return self.db.execute(
-            "SELECT record_id, ts, model_version, alias, role, n_rows, latency_ms, payload, "
-            "inputs FROM records WHERE (model_name = ? OR deployment = ?) AND ts >= ? AND "
-            "ts <= ? ORDER BY seq",
-            (
-                name,
-                name,
-                since if since is not None else -1.0,
-                until if until is not None else float("inf"),
-            ),
-        ).fetchall()
-
-    def rejections(self, name: str, since: float | None = None) -> list[tuple[Any, ...]]:
-        """(minute, code, status, count) of the requests ``name`` rejected since ``since``."""
-        return self.db.execute(
-            "SELECT ts, code, status, count FROM rejections WHERE (deployment = ? OR "
-            "model_name = ?) AND ts >= ? ORDER BY seq",
-            (name, name, since - since % REJECTION_BUCKET_S if since is not None else -1.0),
-        ).fetchall()
-
-    def watermark(self, name: str) -> tuple[Any, ...]:
-        """Changes whenever ``name`` logs, rejects or gets feedback, or any alert fires:
-        lets a live view skip recomputing when nothing happened."""
-        args = (name, name)
-        return (
-            self.db.execute(
-                "SELECT MAX(seq) FROM records WHERE model_name = ? OR deployment = ?", args
-            ).fetchone()[0],
-            self.db.execute(
-                "SELECT MAX(seq), SUM(count) FROM rejections WHERE model_name = ? OR "
-                "deployment = ?",
-                args,
-            ).fetchone(),
-            self.db.execute("SELECT MAX(seq) FROM feedback").fetchone()[0],
-            self.db.execute("SELECT MAX(seq) FROM alerts").fetchone()[0],
-        )
-
-    def counts(self, name: str) -> dict[str, int]:
-        predictions = self.db.execute(
-            "SELECT COALESCE(SUM(n_rows), 0) FROM records WHERE model_name = ? OR deployment = ?",
-            (name, name),
-        ).fetchone()[0]
-        rejected = self.db.execute(
-            "SELECT COALESCE(SUM(count), 0) FROM rejections WHERE model_name = ? OR deployment = ?",
-            (name, name),
-        ).fetchone()[0]
-        return {"predictions": int(predictions), "rejected": int(rejected)}
+        ``catch_up``: passive passes until two see the same, fully copied WAL (no commit
+        came in between), which takes no lock against writers; a commit that was already
+        under way can still keep the WAL from rewinding. ``force`` (the WAL kept
+        growing): one passive pass, then a RESTART checkpoint, which holds writers for
+        the few frames left.
+        """
+        try:
+            before = -1
+            for _ in range(CATCH_UP_PASSES if catch_up and not force else 1):
+                _, frames, copied = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames == copied == before:
+                    return "caught_up"
+                before = frames if frames == copied else -1
+            if force:
+                busy = self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                return "busy" if busy else "restart"
+        except sqlite3.Error:
+            return "busy"
+        return "passive"
 
     def verify(self, record_id: str) -> bool:
         """Does the chain vouch for this record? (see :func:`.verifying.record_holds`)"""

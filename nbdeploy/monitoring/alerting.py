@@ -3,24 +3,31 @@
 ``check_alerts`` evaluates rules (``monitoring.rules``) on demand; a running server
 evaluates the same rules every ``NBDEPLOY_ALERT_INTERVAL_S`` seconds over the last
 ``NBDEPLOY_ALERT_WINDOW_S``. Each fired alert is stored in the ``alerts`` table of
-``audit.db`` and POSTed as JSON to ``NBDEPLOY_ALERT_WEBHOOK`` (or ``webhook=``), with a
-``text`` field so chat webhooks (Slack, Mattermost) show it as is. A rule that keeps
-firing is sent once per cooldown (default: the window), not once per check.
+``audit.db`` first, then POSTed as JSON to ``NBDEPLOY_ALERT_WEBHOOK`` (or ``webhook=``)
+by :func:`nbdeploy.webhooks.send` (retried with back-off; the outcome is stored with
+the alert), with a ``text`` field so chat webhooks (Slack, Mattermost) show it as is.
+A rule that keeps firing is sent once per cooldown (default: the window), not once
+per check.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from nbdeploy import config
+from nbdeploy import config, webhooks
 from nbdeploy.exceptions import NbdeployError
-from nbdeploy.monitoring.rules import Rule, breached, fired_since, parse_rules, record
+from nbdeploy.monitoring.rules import (
+    Rule,
+    breached,
+    fired_since,
+    parse_rules,
+    record,
+    set_webhook,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,14 +56,19 @@ def check_alerts(
     from nbdeploy.monitoring.report import report as build
 
     s = config.settings()
+    if webhook:  # "" turns NBDEPLOY_ALERT_WEBHOOK off for this call
+        webhooks.check_url(webhook)  # before anything fires, and without echoing it
     window = s.alert_window_s if window is None else window
     span = window_seconds(window)
-    rep = report or build(name, window)
+    chosen = parse_rules(rules)
+    # fairness, anomalies and the label-free estimate only when a rule reads them
+    needs = {"disparity", "anomaly_rate", "estimated_accuracy"} & {r.metric for r in chosen}
+    rep = report or build(name, window, extras=bool(needs))
     url = webhook if webhook is not None else s.alert_webhook
     cooldown = cooldown_s if cooldown_s is not None else (span or 3600.0)
     values = rep.indicators()
     now, out = time.time(), []
-    for rule in parse_rules(rules):
+    for rule in chosen:
         value, rows, detail = values.get(rule.metric, (math.nan, 0, ""))
         status = "no data" if value != value or rows < rule.min_rows else "ok"
         if status == "ok" and breached(rule, value):
@@ -74,7 +86,9 @@ def check_alerts(
                 moment = math.floor(now / cooldown) * cooldown if cooldown > 0 else now
                 message += f"; started job {_start_job(rule.then, moment)!r}"
                 alert["message"] = message
-            record(alert, _post(url, alert) if url else "")
+            seq = record(alert, "sending" if url else "")  # recorded, whatever the receiver does
+            if url:
+                set_webhook(seq, webhooks.send(url, {"text": message, **alert}))
         out.append({"rule": rule.name, "metric": rule.metric, "op": rule.op,
                     "threshold": rule.threshold, "value": value, "rows": rows,
                     "status": status, "message": message})  # fmt: skip
@@ -102,19 +116,6 @@ def _start_job(name: str, moment: float) -> str:
             env=config.child_env(), start_new_session=True,
         )  # fmt: skip
     return name
-
-
-def _post(url: str, alert: dict[str, Any]) -> str:
-    """POST one alert as JSON; returns what happened (never raises: the alert is kept)."""
-    body = json.dumps({"text": alert["message"], **alert}, default=str).encode()
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return f"sent ({answer.status})"
-    except Exception as exc:  # an unreachable receiver must not lose the alert
-        return f"failed: {type(exc).__name__}: {exc}"[:300]
 
 
 class AlertTimer(threading.Thread):

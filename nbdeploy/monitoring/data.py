@@ -76,7 +76,10 @@ def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
         reference = reference_profile(reference)
     if not hasattr(current, "columns") or isinstance(reference, dict):
         current = _named_like(reference, current)
-    report: DriftReport = engine().drift(reference, current, **kw)
+    try:
+        report: DriftReport = engine().drift(reference, current, **kw)
+    except NbdeployError as exc:  # mismatched data: no frames from the engine
+        raise exc.with_traceback(None) from None
     return report
 
 
@@ -112,16 +115,43 @@ class Window:
     rejections: pd.DataFrame
     ref: str | None
     profile: dict[str, Any] | None = field(repr=False, default=None)
+    #: the alias the champion answers under (None: a deployment of a fixed version)
+    alias: str | None = None
+
+    @property
+    def current(self) -> pd.DataFrame:
+        """The served rows of the version answering now (``ref``): what drift judges,
+        each version's traffic against its own training profile."""
+        if self.ref is None or not len(self.served):
+            return self.served
+        model, version = self.ref.rsplit("/", 1)
+        mine = (self.served["model_name"] == model) & (self.served["model_version"] == int(version))
+        return self.served[mine]
+
+    def role(self, version_ref: str, alias: Any) -> str:
+        """Of served rows: ``champion`` (the version answering now), ``replaced`` (answered
+        under the same alias before a promotion or rollback) or ``canary``."""
+        return role(version_ref, alias, self.ref, self.alias)
+
+    def others(self) -> list[tuple[str, pd.DataFrame]]:
+        """Every other version that answered in the window: (``"model/2"``, its rows)."""
+        if not len(self.served):
+            return []
+        keys = self.served["model_name"] + "/" + self.served["model_version"].astype(str)
+        groups = self.served.groupby(keys, sort=False)
+        return [(str(k), rows) for k, rows in groups if k != self.ref]
 
     @property
     def features(self) -> list[str]:
         return list((self.profile or {}).get("columns", {}))
 
-    def feature_frame(self, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    def feature_frame(
+        self, rows: pd.DataFrame | None = None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
         """The logged feature columns under their training names."""
         rows = self.served if rows is None else rows
         out = {}
-        for column in self.features:
+        for column in self.features if columns is None else columns:
             logged = f"feature.{column}" if f"feature.{column}" in rows else column
             if logged in rows:
                 out[column] = rows[logged]
@@ -152,7 +182,7 @@ def load_window(
     rows = auditlog.logs(name, since=since, limit=MAX_ROWS)
     served = rows[rows["role"] == "served"].reset_index(drop=True)
     shadow = rows[rows["role"] == "shadow"].reset_index(drop=True)
-    ref = _serving_ref(name, served)
+    ref, alias = champion(name, served)
     labels = auditlog.labels(name)
     if ref is not None and ref.split("/")[0] != name:
         labels = pd.concat([labels, auditlog.labels(ref.split("/")[0])], ignore_index=True)
@@ -161,23 +191,54 @@ def load_window(
         auditlog.shared().rejections(name, since), columns=["ts", "code", "status", "count"]
     )
     profile = reference_profile(ref) if ref else None
-    return Window(name, since, until, served, shadow, labels, rejections, ref, profile)
+    return Window(name, since, until, served, shadow, labels, rejections, ref, profile, alias)
 
 
-def _serving_ref(name: str, served: pd.DataFrame) -> str | None:
-    """The version whose profile applies: the one that answered last, else the deployment's."""
-    if len(served):
-        last = served.iloc[-1]
-        return f"{last['model_name']}/{int(last['model_version'])}"
+def role(version_ref: str, alias: Any, champion_ref: str | None, champion_alias: str | None) -> str:
+    """See :meth:`Window.role`."""
+    logged = alias if isinstance(alias, str) and alias else None
+    if logged != (champion_alias or None):
+        return "canary"
+    return "champion" if version_ref == champion_ref else "replaced"
+
+
+def champion(name: str, served: pd.DataFrame) -> tuple[str | None, str | None]:
+    """The version answering for ``name`` now (``"model/3"``) and the alias it answers under.
+
+    The alias's holder in the registry now, not the version that answered last: after
+    a rollback the newest rows may still be the replaced version's. The alias is the
+    running deployment's; for a stopped one, the alias most served rows carried (a
+    canary's rows carry their own alias, or none).
+    """
+    from nbdeploy import registry
+    from nbdeploy.exceptions import ModelNotFoundError
     from nbdeploy.serving.process import _read_state
 
     state = _read_state(name)
+    alias: str | None = None
     if state is not None:
-        from nbdeploy import registry
-
-        mv = registry.resolve(state["ref"])
-        return f"{mv.name}/{mv.version}"
-    older = auditlog.logs(name, limit=1, role="served")
-    if len(older):
-        return f"{older['model_name'].iloc[0]}/{int(older['model_version'].iloc[0])}"
-    return None
+        model, version, alias = registry.parse_ref(state["ref"])
+        if not alias:
+            return f"{model}/{version}", None
+    if not len(served):
+        served = auditlog.logs(name, limit=1, role="served")
+    if alias is None and len(served):
+        aliases = served["alias"].dropna()
+        aliases = aliases[aliases != ""]
+        alias = str(aliases.value_counts().index[0]) if len(aliases) else None
+    if state is not None:
+        model = registry.parse_ref(state["ref"])[0]
+    elif len(served):
+        model = str(served["model_name"].iloc[-1])
+    else:
+        return None, None
+    if alias is not None:
+        try:
+            mv = registry.resolve(f"{model}@{alias}")
+            return f"{mv.name}/{mv.version}", alias
+        except ModelNotFoundError:  # the alias was removed since: its last holder in the log
+            served = served[served["alias"] == alias]
+    if not len(served):
+        return None, alias
+    last = served.iloc[-1]
+    return f"{last['model_name']}/{int(last['model_version'])}", alias

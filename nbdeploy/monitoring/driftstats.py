@@ -147,7 +147,7 @@ def drift(
     cur_names = {str(c): i for i, c in enumerate(current.columns)}
     absent = [c for c in ref_cols if c not in cur_names]
     if absent:
-        raise NbdeployError(f"Columns {absent} of the reference are missing from current data.")
+        raise NbdeployError(_absent_message(absent, [c for c in cur_names if c not in ref_cols]))
     if len(current) == 0:
         raise NbdeployError("Current data has no rows; pass at least one row to compare.")
 
@@ -161,6 +161,20 @@ def drift(
     table = table.astype({"drifted": bool, "unseen_categories": "Int64"})
     share = float(table["drifted"].mean()) if len(table) else 0.0
     return DriftReport(table, bool(share >= drift_share), drift_share, n_ref, len(current))
+
+
+def _absent_message(absent: list[str], extra: list[str]) -> str:
+    """Which reference columns the current data lacks, and what it has instead."""
+    import difflib
+
+    named = ", ".join(repr(c) for c in absent[:5]) + (" ..." if len(absent) > 5 else "")
+    message = f"the current data lacks the reference's column{'s' * (len(absent) > 1)} {named}"
+    close = difflib.get_close_matches(absent[0], extra, n=1)
+    if close:
+        return f"{message}; it has {close[0]!r} instead: rename it to {absent[0]!r}"
+    if extra:
+        return f"{message}; it has {', '.join(map(repr, extra[:5]))}, which the reference lacks"
+    return message + "; pass the columns the model was trained on"
 
 
 def _column(ref: Any, cur: pd.Series, thr: Mapping[str, float], meth: Mapping[str, str]):

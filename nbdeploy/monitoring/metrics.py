@@ -35,16 +35,18 @@ def overview(w: Window) -> dict[str, Any]:
     rejected = int(w.rejections["count"].sum()) if len(w.rejections) else 0
     total = len(requests) + rejected
     versions = (
-        w.served.groupby(["model_version", "alias"], dropna=False).size() if len(w.served) else None
+        w.served.groupby(["model_name", "model_version", "alias"], dropna=False, sort=False).size()
+        if len(w.served)
+        else None
     )
     serving = [
         {
             "version": int(v),
             "alias": a if isinstance(a, str) else "",
-            "role": "served",
+            "role": w.role(f"{m}/{int(v)}", a),
             "rows": int(n),
         }
-        for (v, a), n in (versions.items() if versions is not None else [])
+        for (m, v, a), n in (versions.items() if versions is not None else [])
     ]
     if len(w.shadow):
         for v, n in w.shadow.groupby("model_version").size().items():
@@ -112,28 +114,50 @@ def rejections(w: Window) -> pd.DataFrame:
 
 
 def feature_drift(w: Window) -> DriftReport | None:
-    """Drift of the window's served features against the training profile."""
-    if not len(w.served) or not w.profile:
+    """Drift of the features the version answering now saw, against its training profile."""
+    rows = w.current
+    if not len(rows) or not w.profile:
         return None
-    return engine().drift(w.profile, w.feature_frame())
+    return engine().drift(w.profile, w.feature_frame(rows))
 
 
-def prediction_drift(w: Window) -> DriftReport | None:
-    """Served predictions (and top-class scores) against the training ones."""
+def prediction_drift(
+    w: Window, rows: pd.DataFrame | None = None, profile: dict[str, Any] | None = None
+) -> DriftReport | None:
+    """Served predictions (and top-class scores) against the training ones of that version."""
     import pandas as pd
 
-    prof = w.profile or {}
+    rows = w.current if rows is None else rows
+    prof = (w.profile if profile is None else profile) or {}
     columns, current = {}, {}
-    if prof.get("predictions") and "prediction" in w.served and len(w.served):
+    if prof.get("predictions") and "prediction" in rows and len(rows):
         columns["prediction"] = prof["predictions"]
-        current["prediction"] = w.served["prediction"]
-    if prof.get("scores") and "score" in w.served and len(w.served):
+        current["prediction"] = rows["prediction"]
+    if prof.get("scores") and "score" in rows and len(rows):
         columns["score"] = prof["scores"]
-        current["score"] = w.served["score"]
+        current["score"] = rows["score"]
     if not columns:
         return None
     reference = {"version": prof["version"], "n_rows": prof["n_rows"], "columns": columns}
     return engine().drift(reference, pd.DataFrame(current))
+
+
+def version_drift(w: Window) -> pd.DataFrame:
+    """The other versions that answered in the window, each against its own profile."""
+    import pandas as pd
+
+    from nbdeploy.monitoring.data import reference_profile
+
+    out = []
+    for ref, rows in w.others():
+        profile = reference_profile(ref)
+        features = engine().drift(profile, w.feature_frame(rows, list(profile["columns"])))
+        outputs = prediction_drift(w, rows, profile)
+        out.append({"version": ref, "rows": len(rows),
+                    "drifted features": f"{features.n_drifted} of {len(features.columns)}",
+                    "predictions drifted": "yes" if outputs is not None and outputs.drifted
+                    else "no"})  # fmt: skip
+    return pd.DataFrame(out, columns=["version", "rows", "drifted features", "predictions drifted"])
 
 
 def _grid(w: Window, n: int) -> tuple[float, float]:

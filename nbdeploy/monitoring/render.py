@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from nbdeploy.monitoring.report import MonitorReport
 
-TABS = ("Overview", "Drift", "Quality", "Performance", "Alerts", "Compare")
+TABS = ("Overview", "Drift", "Quality", "Performance", "Fairness", "Alerts", "Compare")
 _TABLE = "border-collapse:collapse;font-size:12px;margin:4px 0"
 _CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:right"
 _REF, _CUR, _BAD = "#b0b7c3", "#2f6fba", "#d9534f"
@@ -48,28 +48,57 @@ def table(frame: pd.DataFrame, *, index: bool = True, digits: int = 3) -> str:
     return f"<table style='{_TABLE}'><tr>{top}</tr>{''.join(rows)}</table>"
 
 
-def bars(title: str, labels: list[str], ref: np.ndarray | None, cur: np.ndarray) -> str:
-    """Reference (grey) and current (blue) shares side by side, as inline SVG."""
-    width, height, top = 280, 110, 16
+def bars(
+    title: str,
+    labels: list[str],
+    ref: np.ndarray | None,
+    cur: np.ndarray,
+    *,
+    y_axis: str | None = None,
+) -> str:
+    """Reference (grey) and current (blue) shares side by side, as inline SVG.
+
+    ``y_axis`` names the vertical axis and draws it, with ticks at 0, half and the peak.
+    """
+    left = 34 if y_axis else 0
+    width, height, top = 280 + left, 110, 16
     n = max(len(cur), 1)
     peak = max(float(np.max(cur)) if len(cur) else 0.0,
                float(np.max(ref)) if ref is not None and len(ref) else 0.0, 1e-12)  # fmt: skip
-    step = width / n
+    step = (width - left) / n
     parts = [f"<text x='0' y='11' font-size='11'>{html.escape(title)}</text>"]
     for i in range(len(cur)):
         for j, (series, color) in enumerate(((ref, _REF), (cur, _CUR))):
             if series is None:
                 continue
             h = (height - top - 12) * float(series[i]) / peak
-            x = i * step + j * step / 2 if ref is not None else i * step
+            x = left + (i * step + j * step / 2 if ref is not None else i * step)
             w = (step / 2 if ref is not None else step) - 1
             parts.append(
                 f"<rect x='{x:.1f}' y='{height - 12 - h:.1f}' width='{max(w, 0.5):.1f}' "
                 f"height='{h:.1f}' fill='{color}'><title>{html.escape(labels[i])}: "
                 f"{float(series[i]):.3g}</title></rect>"
             )
+    if y_axis:
+        bottom, span = height - 12, height - top - 12
+        parts.append(
+            f"<line x1='{left - 2}' y1='{top}' x2='{left - 2}' y2='{bottom}' stroke='#888'/>"
+        )
+        for share in (0.0, 0.5, 1.0):
+            y = bottom - span * share
+            parts.append(
+                f"<line x1='{left - 5}' y1='{y:.1f}' x2='{left - 2}' y2='{y:.1f}' stroke='#888'/>"
+                f"<text x='{left - 7}' y='{y + 3:.1f}' font-size='9' text-anchor='end'>"
+                f"{peak * share:.3g}</text>"
+            )
+        parts.append(
+            f"<text x='9' y='{bottom - span / 2:.1f}' font-size='9' text-anchor='middle' "
+            f"transform='rotate(-90 9 {bottom - span / 2:.1f})'>{html.escape(y_axis)}</text>"
+        )
     if labels:
-        parts.append(f"<text x='0' y='{height - 1}' font-size='9'>{html.escape(labels[0])}</text>")
+        parts.append(
+            f"<text x='{left}' y='{height - 1}' font-size='9'>{html.escape(labels[0])}</text>"
+        )
         parts.append(
             f"<text x='{width}' y='{height - 1}' font-size='9' text-anchor='end'>"
             f"{html.escape(labels[-1])}</text>"
@@ -127,19 +156,26 @@ def overview(r: MonitorReport) -> str:
         per = r.data.served.groupby(buckets(r.data, 12)).size()
         per = per.reindex(bucket_starts(r.data, 12), fill_value=0)
         labels = [t.strftime("%H:%M") for t in per.index]
-        chart = bars("predictions per interval", labels, None, per.to_numpy(float))
+        chart = bars(
+            "predictions per interval", labels, None, per.to_numpy(float), y_axis="predictions"
+        )
     versions = pd.DataFrame(o["versions"])
     answering = table(versions, index=False)
     return f"<div>{kpis}</div>{chart}<div><b>versions answering</b>{answering}</div>"
 
 
 def drift(r: MonitorReport) -> str:
+    others = ""
+    if r.other_versions is not None and len(r.other_versions):
+        others = ("<div><b>other versions in this window</b> (each against its own "
+                  f"training profile){table(r.other_versions, index=False)}</div>")  # fmt: skip
     if r.drift is None:
-        return "<p style='color:#777'>no served predictions in this window</p>"
+        return f"<p style='color:#777'>no predictions of {html.escape(str(r.data.ref))}, the " \
+            f"version answering now, in this window</p>{others}"  # fmt: skip
     cols = r.drift.columns
     order = (cols["statistic"] / cols["threshold"]).fillna(np.inf).sort_values(ascending=False)
     charts = []
-    frame = r.data.feature_frame()
+    frame = r.data.feature_frame(r.data.current)
     profiles = (r.data.profile or {})["columns"]
     for column in list(order.index)[:_HISTOGRAMS]:
         row = cols.loc[column]
@@ -148,8 +184,10 @@ def drift(r: MonitorReport) -> str:
     legend = (f"<span style='color:{_REF}'>&#9632;</span> training "
               f"<span style='color:{_CUR}'>&#9632;</span> served")  # fmt: skip
     pred = r.prediction_drift._repr_html_() if r.prediction_drift is not None else ""
-    return f"{r.drift._repr_html_()}<div>{legend}</div><div>{''.join(charts)}</div>" + (
-        f"<div><b>prediction drift</b> (served outputs vs training outputs){pred}</div>"
+    whose = (f"<p style='margin:2px 0'>traffic of {html.escape(str(r.data.ref))}, the version "
+             "answering now, against its training profile</p>")  # fmt: skip
+    return f"{whose}{r.drift._repr_html_()}<div>{legend}</div><div>{''.join(charts)}</div>" + (
+        f"<div><b>prediction drift</b> (served outputs vs training outputs){pred}</div>{others}"
     )
 
 
@@ -213,8 +251,10 @@ def _pct(x: float) -> str:
 
 
 def sections(r: MonitorReport) -> dict[str, str]:
-    render = (overview, drift, quality, performance, alerts, compare)
-    return {tab: fn(r) for tab, fn in zip(TABS, render, strict=True)}
+    from nbdeploy.monitoring.beyond import extend
+
+    render = (overview, drift, quality, performance, lambda _: "", alerts, compare)
+    return extend(r, {tab: fn(r) for tab, fn in zip(TABS, render, strict=True)})
 
 
 def header(r: MonitorReport) -> str:
@@ -224,11 +264,45 @@ def header(r: MonitorReport) -> str:
 
 
 def snapshot(r: MonitorReport) -> str:
-    """Every section one after the other: the offline stand-in for the widget."""
-    body = "".join(
-        f"<h4 style='margin:10px 0 2px'>{tab}</h4>{content}" for tab, content in sections(r).items()
+    """The offline stand-in for the widget: the same tabs, switched by CSS alone.
+
+    Radio buttons and labels make the tab strip, so nbconvert's HTML, JupyterLab and
+    a browser with no network show it without scripts. Where ``<style>`` is stripped
+    (GitHub's notebook view) every section shows, one after the other, under its title.
+    """
+    import uuid
+
+    uid = f"nbdm-{uuid.uuid4().hex[:12]}"
+    tabs = sections(r)
+    strip, panes, rules = [], [], []
+    for i, (tab, content) in enumerate(tabs.items()):
+        checked = " checked" if i == 0 else ""
+        strip.append(
+            f"<input type='radio' name='{uid}' id='{uid}-{i}' class='nbdm-radio'{checked}>"
+            f"<label for='{uid}-{i}' class='nbdm-tab'>{html.escape(tab)}</label>"
+        )
+        panes.append(
+            f"<div class='nbdm-pane nbdm-pane-{i}'><h4 class='nbdm-title'>{html.escape(tab)}</h4>"
+            f"{content}</div>"
+        )
+        rules.append(f"#{uid}-{i}:checked ~ .nbdm-pane-{i}{{display:block}}")
+    style = (
+        f"<style>#{uid} .nbdm-radio,#{uid} .nbdm-title{{display:none}}"
+        f"#{uid} .nbdm-pane{{display:none;border-top:1px solid #ccc;padding-top:6px}}"
+        f"#{uid} .nbdm-tab{{display:inline-block;padding:4px 12px;margin-right:2px;"
+        "cursor:pointer;border:1px solid #ccc;border-bottom:none;background:#f3f3f3;"
+        "font-size:13px}"
+        + "".join(f"#{uid} {rule}" for rule in rules)
+        + "".join(
+            f"#{uid} #{uid}-{i}:checked + .nbdm-tab{{background:#fff;font-weight:bold}}"
+            for i in range(len(tabs))
+        )
+        + "</style>"
     )
-    return f"<div class='nbdeploy-monitor'>{header(r)}{body}</div>"
+    return (
+        f"<div class='nbdeploy-monitor' id='{uid}'>{style}{header(r)}"
+        f"{''.join(strip)}{''.join(panes)}</div>"
+    )
 
 
 def page(r: MonitorReport) -> str:

@@ -40,6 +40,10 @@ class MonitorReport:
     alerts: pd.DataFrame
     comparison: Comparison | None
     data: Window = field(repr=False, compare=False)
+    #: the other versions that answered in the window, each against its own profile
+    other_versions: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    #: fairness, anomalies, label-free estimate and segments (``monitoring.beyond``)
+    extras: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def indicators(self) -> dict[str, tuple[float, int, str]]:
         """What alert rules test: metric -> (value, rows it rests on, detail)."""
@@ -79,6 +83,9 @@ class MonitorReport:
                 key = f"max_{metric}"
                 if value == value and value > out.get(key, (-1.0, 0, ""))[0]:
                     out[key] = (value, int(row["rows"]), str(column))
+        from nbdeploy.monitoring.beyond import indicators
+
+        out.update(indicators(self.extras, rows))
         return out
 
     def __repr__(self) -> str:
@@ -108,15 +115,27 @@ class MonitorReport:
 
 
 def report(
-    name: str, window: str | float | None = "1h", *, now: float | None = None
+    name: str,
+    window: str | float | None = "1h",
+    *,
+    now: float | None = None,
+    by: str | None = None,
+    extras: bool = True,
 ) -> MonitorReport:
-    """Compute the monitor's numbers for deployment (or model) ``name`` over ``window``."""
+    """Compute the monitor's numbers for deployment (or model) ``name`` over ``window``.
 
+    ``by``: a logged column to slice drift, quality and performance by (``nd.segments``).
+    ``extras=False`` skips fairness, anomalies and the label-free estimate (alert checks
+    that need none of them stay cheap).
+    """
+    from nbdeploy.monitoring.beyond import compute
     from nbdeploy.monitoring.rules import alerts
 
     w = load_window(name, window, now=now)
     if w.ref is None:
-        raise NbdeployError(
+        from nbdeploy.hints import unknown_name
+
+        raise unknown_name(name) or NbdeployError(
             f"no deployment or logged predictions named {name!r}; serve a model first "
             "(see nd.deployments())"
         )
@@ -143,6 +162,8 @@ def report(
         alerts=alerts(name, limit=50),
         comparison=comparison,
         data=w,
+        other_versions=metrics.version_drift(w),
+        extras=compute(w, by) if extras else {},
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import auditlog
+from nbdeploy import auditlog, names
 from nbdeploy.exceptions import NbdeployError
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ class Rule:
     def __post_init__(self) -> None:
         if self.op not in _OPS:
             raise NbdeployError(f"rule {self.name!r}: op must be one of {list(_OPS)}")
+        if self.then is not None:
+            names.check(self.then, "job")
 
     @classmethod
     def parse(cls, text: str) -> Rule:
@@ -58,9 +60,10 @@ class Rule:
                 f"rule {text!r} is not 'METRIC OP NUMBER [then JOB]', e.g. 'error_rate > 0.05'"
             )
         try:
-            return cls(" ".join(parts), parts[0], parts[1], float(parts[2]), then=then)
+            threshold = float(parts[2])
         except ValueError:
             raise NbdeployError(f"rule {text!r}: {parts[2]!r} is not a number") from None
+        return cls(" ".join(parts), parts[0], parts[1], threshold, then=then)
 
 
 #: Drift rules need 200 rows: PSI over 10 bins of fewer rows is mostly noise.
@@ -99,9 +102,15 @@ def fired_since(name: str, rule: Rule, since: float) -> bool:
     )
 
 
-def record(alert: dict[str, Any], webhook: str = "") -> None:
-    """Store one fired alert (``alert`` holds every column but ``webhook``)."""
-    auditlog.shared().add_alert(tuple(alert[c] for c in COLUMNS[:-1]), webhook)
+def record(alert: dict[str, Any], webhook: str = "") -> int:
+    """Store one fired alert (``alert`` holds every column but ``webhook``); its seq."""
+    return auditlog.shared().add_alert(tuple(alert[c] for c in COLUMNS[:-1]), webhook)
+
+
+def set_webhook(seq: int, outcome: str) -> None:
+    """What became of the webhook POST of recorded alert ``seq`` (delivery is not
+    evidence: the hash chain leaves this column out)."""
+    _db().execute("UPDATE alerts SET webhook = ? WHERE seq = ?", (outcome, seq))
 
 
 def alerts(name: str | None = None, *, limit: int | None = 100) -> pd.DataFrame:

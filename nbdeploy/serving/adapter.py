@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nbdeploy import integrity, lineage, registry
 from nbdeploy.flavors import as_vector
+from nbdeploy.integrity import Verified
 from nbdeploy.models import ModelVersion
 from nbdeploy.schema import Schema
 
@@ -68,12 +68,14 @@ class Output:
 class LoadedModel:
     """One version, ready to predict; immutable once warmed up."""
 
-    def __init__(self, mv: ModelVersion, path: Path, *, alias: str | None = None) -> None:
+    def __init__(self, mv: ModelVersion, verified: Verified, *, alias: str | None = None) -> None:
         self.version = mv
-        #: the verified local folder the model was loaded from
-        self.path = path
+        #: the files the model was loaded from, as read and checked (the folder may change)
+        self.files = verified
+        #: the local folder they were read from
+        self.path = verified.path
         self.alias = alias
-        self.meta = registry.read_json(path, registry.METADATA)
+        self.meta = verified.json(registry.METADATA)
         self.schema = Schema.from_dict(self.meta["schema"])
         self.classes: list[Any] | None = self.meta.get("classes")
         self.flavor = self.meta["flavor"]
@@ -82,7 +84,7 @@ class LoadedModel:
             for name, (then, now) in lineage.mismatches(self.meta["lineage"]["packages"]).items()
         ]
         if self.flavor == "sklearn":
-            self.model = _load_sklearn(path)
+            self.model = _load_sklearn(verified)
             self.has_proba = hasattr(self.model, "predict_proba") and self.classes is not None
             final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
             self.argmax = self.has_proba and type(final).__name__ in _ARGMAX_EXACT
@@ -90,7 +92,7 @@ class LoadedModel:
         else:
             import mlflow.pyfunc
 
-            self.model = mlflow.pyfunc.load_model(str(path))
+            self.model = mlflow.pyfunc.load_model(str(verified.materialize()))
             self.has_proba = self.argmax = False
         self.matrix_ok = False
         self._warm_up()
@@ -154,24 +156,23 @@ class LoadedModel:
         return Output(as_vector(self.model.predict(self.schema.as_published(features))))
 
 
-def _load_sklearn(path: Path) -> Any:
+def _load_sklearn(verified: Verified) -> Any:
     """The estimator of a verified sklearn-flavor folder.
 
-    Pickle and cloudpickle files are read directly: importing MLflow for this would
-    add a second to every server start, and the hashes were checked already.
-    Other formats (skops) go through MLflow.
+    Pickle and cloudpickle files are unpickled from the verified bytes: importing
+    MLflow for this would add a second to every server start. Other formats (skops)
+    go through MLflow, from a private copy of the verified bytes.
     """
     import yaml
 
-    flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["sklearn"]
+    flavor = yaml.safe_load(verified.files["MLmodel"])["flavors"]["sklearn"]
     if flavor.get("serialization_format") in ("cloudpickle", "pickle"):
         import cloudpickle
 
-        with (path / flavor["pickled_model"]).open("rb") as fh:
-            return cloudpickle.load(fh)
+        return cloudpickle.loads(verified.files[flavor["pickled_model"]])
     import mlflow.sklearn
 
-    return mlflow.sklearn.load_model(str(path))
+    return mlflow.sklearn.load_model(str(verified.materialize()))
 
 
 def load_verified(
@@ -183,9 +184,9 @@ def load_verified(
     notebook, which already resolved and fetched them: no registry call, no MLflow
     import before the first answer.
     """
-    path = registry.cache_path(name, version)
-    integrity.verify(path, manifest_sha, what=f"{name}/{version}")
-    return LoadedModel(ModelVersion(name=name, version=version, run_id=""), path, alias=alias)
+    path = registry.cache_path(name, version, manifest_sha)
+    verified = integrity.read_verified(path, manifest_sha, what=f"{name}/{version}")
+    return LoadedModel(ModelVersion(name=name, version=version, run_id=""), verified, alias=alias)
 
 
 def load(ref: str | ModelVersion, *, trust_unverified: bool = False) -> LoadedModel:
@@ -194,5 +195,5 @@ def load(ref: str | ModelVersion, *, trust_unverified: bool = False) -> LoadedMo
     alias = None
     if isinstance(ref, str):
         _, _, alias = registry.parse_ref(ref)
-    path = registry.fetch_model(mv, trust_unverified=trust_unverified)
-    return LoadedModel(mv, path, alias=alias)
+    verified = registry.fetch_verified(mv, trust_unverified=trust_unverified)
+    return LoadedModel(mv, verified, alias=alias)

@@ -5,17 +5,29 @@ predict itself for single rows, so this app reads the body, parses it with
 orjson and hands column arrays straight to the batcher. Bad input gets a JSON
 error with a code and a message that names the column but never echoes values;
 it is counted (without payload) and never reaches the log or the model.
+
+Before any route runs, a request passes the gates a server on a network needs:
+its Host header must be one this server answers to (a web page cannot rebind a
+name to 127.0.0.1 and read answers), the bearer token, a per-token rate limit
+(429), a bound on requests in flight (503 at once rather than an endless queue),
+and a POST must say ``application/json`` or ``text/csv`` (a cross-site form
+cannot). Bodies must arrive within ``body_timeout_s``; large ones are parsed on a
+thread, so a 60 MiB request does not stop health checks or small requests. No
+CORS header is ever sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import os
+import sqlite3
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,19 +38,30 @@ from nbdeploy.exceptions import AuditLogError, SchemaError
 from nbdeploy.serving import wire
 from nbdeploy.serving.batching import AliasFollower, Predictor
 from nbdeploy.serving.metrics import Metrics
+from nbdeploy.serving.openapi import openapi
 from nbdeploy.serving.routing import Router, ShadowRunner, retire
 
 _JSON = [(b"content-type", b"application/json")]
 _OPEN = {"/health", "/ping", "/v2/health/live"}
+_MEDIA = ("application/json", "text/csv")
+#: bodies up to this size are parsed on the event loop; larger ones on a thread
+_INLINE_BYTES = 256 * 1024
 _STATUS = {
     "bad_request": 400,
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "schema_violation": 422,
+    "too_many_requests": 429,
     "unavailable": 503,
+}
+_EXTRA_HEADERS = {
+    408: [(b"connection", b"close")],
+    429: [(b"retry-after", b"1")],
+    503: [(b"retry-after", b"1")],
 }
 
 
@@ -46,6 +69,24 @@ class HttpError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, _STATUS[code]
+
+
+class RateLimiter:
+    """A token bucket per caller: ``rate`` requests a second, bursts of ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, max(1.0, rate)
+        self.buckets: dict[bytes, tuple[float, float]] = {}
+
+    def allow(self, key: bytes) -> bool:
+        now = time.monotonic()
+        if len(self.buckets) > 10_000:  # anonymous callers by address: keep memory bounded
+            self.buckets.clear()
+        tokens, last = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self.buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
 
 
 class App:
@@ -63,8 +104,15 @@ class App:
         router: Router | None = None,
         shadows: ShadowRunner | None = None,
         on_change: Callable[[], None] | None = None,
+        allowed_hosts: frozenset[str] | None = None,
+        max_concurrent: int = 256,
+        rate_limit: float = 0.0,
+        body_timeout_s: float = 30.0,
+        writer: Executor | None = None,
         counters: Callable[[Metrics, dict[str, int]], tuple[Metrics, dict[str, int]]] | None = None,
     ) -> None:
+        """``allowed_hosts``: Host header names accepted (None: any); ``writer``: the
+        thread that writes to the audit log (None: write inline)."""
         self.predictor = predictor
         self.router = router or Router(predictor, [])
         self.shadows = shadows
@@ -79,6 +127,14 @@ class App:
         self.started = time.time()
         self.log: AuditLog = predictor.log
         self._rejections: list[tuple[float, str, str, str, int]] = []
+        self.allowed_hosts = allowed_hosts
+        self.max_concurrent = max_concurrent
+        self.active = 0
+        self.limiter = RateLimiter(rate_limit) if rate_limit > 0 else None
+        self.body_timeout_s = body_timeout_s
+        self.writer = writer
+        # at most two large bodies are parsed at once: each may hold a lot of memory
+        self.parser = ThreadPoolExecutor(2, thread_name_prefix="nbdeploy-parse")
 
     @property
     def model(self) -> Any:
@@ -98,12 +154,15 @@ class App:
         started = time.perf_counter()
         path: str = scope["path"]
         oip = path.startswith("/v2/")
+        gated = path not in _OPEN
+        if gated:
+            self.active += 1
         try:
-            if self.token is not None and path not in _OPEN:
-                self._authenticate(scope)
+            if gated:
+                self._admit(scope)
             status, body, headers = await self._route(scope, receive, path, started)
         except HttpError as exc:
-            status, headers = exc.status, _JSON
+            status, headers = exc.status, _JSON + _EXTRA_HEADERS.get(exc.status, [])
             body = orjson.dumps(
                 {"error": exc.message}
                 if oip
@@ -120,6 +179,9 @@ class App:
             body = orjson.dumps(
                 {"error": {"code": "internal", "message": "internal error; see the deployment log"}}
             )
+        finally:
+            if gated:
+                self.active -= 1
         self.metrics.observe(path, status, time.perf_counter() - started)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -145,15 +207,49 @@ class App:
 
     def _write_rejections(self) -> None:
         rows, self._rejections = self._rejections, []
-        self.log.reject(rows)
+        if self.writer is not None:
+            self.writer.submit(self.log.reject, rows)
+        else:
+            self.log.reject(rows)
 
-    def _authenticate(self, scope: dict[str, Any]) -> None:
-        for key, value in scope["headers"]:
-            if key == b"authorization" and hmac.compare_digest(value, self.token or b""):
-                return
-        raise HttpError(
-            "unauthorized", "missing or wrong bearer token; send 'Authorization: Bearer <token>'"
-        )
+    def _admit(self, scope: dict[str, Any]) -> None:
+        """The gates every route but health passes, cheapest first; no message echoes
+        what the client sent."""
+        headers = scope["headers"]
+        if self.allowed_hosts is not None:
+            host = next((v for k, v in headers if k == b"host"), b"")
+            if _hostname(host) not in self.allowed_hosts:
+                raise HttpError(
+                    "bad_request",
+                    "this server does not answer to that Host header; "
+                    "a server bound beyond loopback accepts the hosts in NBDEPLOY_ALLOWED_HOSTS",
+                )
+        credential = next((v for k, v in headers if k == b"authorization"), None)
+        if self.token is not None and not hmac.compare_digest(credential or b"", self.token):
+            raise HttpError(
+                "unauthorized",
+                "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+            )
+        if self.limiter is not None:
+            client = scope.get("client") or ("",)
+            if not self.limiter.allow(credential or str(client[0]).encode()):
+                raise HttpError("too_many_requests", "over the rate limit; retry in a second")
+        if self.active > self.max_concurrent:
+            raise HttpError(
+                "unavailable",
+                f"the server is busy ({self.max_concurrent} requests in flight); retry shortly",
+            )
+        if scope["method"] == "POST" and _content_type(scope) not in _MEDIA:
+            raise HttpError(
+                "unsupported_media_type",
+                "send the body as application/json (or text/csv to /invocations)",
+            )
+
+    async def _in_thread(self, work: Callable[[], Any], size: int) -> Any:
+        """Run CPU-heavy parsing of a large body off the event loop."""
+        if size <= _INLINE_BYTES:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self.parser, work)
 
     async def _route(
         self, scope: dict[str, Any], receive: Any, path: str, started: float
@@ -170,6 +266,8 @@ class App:
             return 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")]
         if path == "/info":
             return 200, orjson.dumps(self.info()), _JSON
+        if path == "/openapi.json":
+            return 200, orjson.dumps(openapi(self.model, self.predictor.deployment)), _JSON
         if path == "/feedback":
             _allow(method, "POST")
             return await self._feedback(scope, receive)
@@ -238,48 +336,52 @@ class App:
                     f"the body is over {self.max_body} bytes; "
                     "score large data with nd.score instead",
                 )
+        # a deadline for the whole body, not per read: a byte a second keeps no slot
+        task = asyncio.current_task()
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            if task is not None:
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.body_timeout_s, expire)
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise HttpError(
-                    "payload_too_large",
-                    f"the body is over {self.max_body} bytes; "
-                    "score large data with nd.score instead",
-                )
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        try:
+            while True:
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    raise HttpError(
+                        "payload_too_large",
+                        f"the body is over {self.max_body} bytes; "
+                        "score large data with nd.score instead",
+                    )
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
+            raise HttpError(
+                "request_timeout", f"the body did not arrive within {self.body_timeout_s:g} s"
+            ) from None
+        finally:
+            timer.cancel()
 
     async def _invocations(
         self, scope: dict[str, Any], receive: Any, started: float
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         kind = _content_type(scope)
-        if kind not in ("application/json", "text/csv", ""):
-            raise HttpError(
-                "unsupported_media_type",
-                f"content type {kind[:60]!r} is not supported; send application/json or text/csv",
-            )
         body = await self._body(scope, receive)
-        schema = self.model.schema
-        try:
-            if kind == "text/csv":
-                inputs = wire.from_csv(schema, body)
-            else:
-                booleans = b"true" in body or b"false" in body  # memchr-fast; see from_rows
-                inputs = wire.from_mlflow_json(schema, parse_json(body), may_hold_booleans=booleans)
-        except SchemaError as exc:
-            raise HttpError(exc.code, str(exc)) from None
-        n = _rows(inputs)
-        if n > self.max_rows:
-            raise HttpError(
-                "payload_too_large",
-                f"{n} rows is over the limit of {self.max_rows}"
-                " per request; score large data with nd.score instead",
-            )
-        answer = await self._submit(inputs, n, started, scope)
+        predictor = self._choose(scope)
+        model = predictor.current  # this version's schema parses the body, and it answers
+        parse = functools.partial(self._parse_invocation, model.schema, kind, body)
+        inputs, n = await self._in_thread(parse, len(body))
+        answer = await self._submit(predictor, model, inputs, n, started)
         out: dict[str, Any] = {
             "predictions": answer.predictions,
             "prediction_ids": answer.prediction_ids,
@@ -290,12 +392,42 @@ class App:
             out["fallback_reason"] = answer.reasons
         return 200, orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), _JSON
 
-    async def _submit(self, inputs: Any, n: int, started: float, scope: dict[str, Any]) -> Any:
+    def _parse_invocation(self, schema: Any, kind: str, body: bytes) -> tuple[Any, int]:
+        """Parse and check an ``/invocations`` body, counting rows as it goes."""
+        try:
+            if kind == "text/csv":
+                inputs = wire.from_csv(schema, body, max_rows=self.max_rows)
+            else:
+                wire.check_json_rows(body, self.max_rows)
+                booleans = b"true" in body or b"false" in body  # memchr-fast; see from_rows
+                inputs = wire.from_mlflow_json(schema, parse_json(body), may_hold_booleans=booleans)
+        except wire.TooManyRows:
+            raise self._too_many() from None
+        except SchemaError as exc:
+            raise HttpError(exc.code, str(exc)) from None
+        n = _rows(inputs)
+        if n > self.max_rows:
+            raise self._too_many()
+        return inputs, n
+
+    def _too_many(self) -> HttpError:
+        return HttpError(
+            "payload_too_large",
+            f"over the limit of {self.max_rows} rows per request; "
+            "score large data with nd.score instead",
+        )
+
+    def _choose(self, scope: dict[str, Any]) -> Predictor:
         key = None
         if self.router.splits:
             key = next((v for k, v in scope["headers"] if k == b"x-routing-key"), None)
+        return self.router.choose(key)
+
+    async def _submit(
+        self, predictor: Predictor, model: Any, inputs: Any, n: int, started: float
+    ) -> Any:
         try:
-            return await self.router.choose(key).submit(inputs, n, started)
+            return await predictor.submit(inputs, n, started, model=model)
         except SchemaError as exc:
             raise HttpError(exc.code, str(exc)) from None
         except AuditLogError:
@@ -313,16 +445,24 @@ class App:
         ids, labels = data["prediction_ids"], data["labels"]
         if not isinstance(ids, list) or not isinstance(labels, list):
             raise HttpError("bad_request", "prediction_ids and labels must be lists")
+        add = functools.partial(
+            self.log.add_feedback, self.model.name, [str(i) for i in ids], labels, source="http"
+        )
         try:
             for pid in ids:  # a malformed id is a bad request, not an unknown prediction
                 parse_prediction_id(pid)
         except AuditLogError as exc:
             raise HttpError("bad_request", str(exc)) from None
         try:
-            recorded = self.log.add_feedback(
-                self.model.name, [str(i) for i in ids], labels, source="http"
-            )
+            if self.writer is None:
+                recorded = add()
+            else:  # the log's connection lives on the writer thread, and it may wait
+                recorded = await asyncio.get_running_loop().run_in_executor(self.writer, add)
         except AuditLogError as exc:
+            if isinstance(exc.__cause__, sqlite3.Error):
+                raise HttpError(
+                    "unavailable", "the audit log cannot be written now; retry later"
+                ) from None
             raise HttpError("schema_violation", str(exc)) from None
         return 200, orjson.dumps({"recorded": recorded}), _JSON
 
@@ -343,17 +483,14 @@ class App:
         if action != "infer":
             return 200, orjson.dumps(wire.oip_metadata(model)), _JSON
         _allow(scope["method"], "POST")
-        if _content_type(scope) not in ("application/json", ""):
+        if _content_type(scope) != "application/json":
             raise HttpError("unsupported_media_type", "send application/json")
-        data = parse_json(await self._body(scope, receive))
-        try:
-            inputs = wire.from_oip(model.schema, data)
-        except SchemaError as exc:
-            raise HttpError(exc.code, str(exc)) from None
-        n = _rows(inputs)
-        if n > self.max_rows:
-            raise HttpError("payload_too_large", f"{n} rows is over the limit of {self.max_rows}")
-        answer = await self._submit(inputs, n, started, scope)
+        body = await self._body(scope, receive)
+        predictor = self._choose(scope)
+        model = predictor.current
+        parse = functools.partial(self._parse_oip, model.schema, body)
+        data, inputs, n = await self._in_thread(parse, len(body))
+        answer = await self._submit(predictor, model, inputs, n, started)
         request_id = data.get("id") if isinstance(data.get("id"), str) else None
         return (
             200,
@@ -362,6 +499,20 @@ class App:
             ),
             _JSON,
         )
+
+    def _parse_oip(self, schema: Any, body: bytes) -> tuple[Any, Any, int]:
+        try:
+            wire.check_json_rows(body, self.max_rows * max(len(schema.columns), 1), oip=True)
+            data = parse_json(body)
+            inputs = wire.from_oip(schema, data)
+        except wire.TooManyRows:
+            raise self._too_many() from None
+        except SchemaError as exc:
+            raise HttpError(exc.code, str(exc)) from None
+        n = _rows(inputs)
+        if n > self.max_rows:
+            raise self._too_many()
+        return data, inputs, n
 
 
 def parse_json(body: bytes) -> Any:
@@ -388,6 +539,14 @@ def _content_type(scope: dict[str, Any]) -> str:
         if key == b"content-type":
             return value.split(b";")[0].strip().lower().decode("latin-1")
     return ""
+
+
+def _hostname(host: bytes) -> str:
+    """The name in a Host header, without the port: ``[::1]:80`` -> ``[::1]``."""
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[: text.find("]") + 1]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
 def _allow(method: str, expected: str) -> None:

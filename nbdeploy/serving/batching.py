@@ -6,9 +6,17 @@ batch, with no timer and no added latency when traffic is light. The flush
 predicts once, writes one audit-log transaction (group commit) and only then
 releases the responses, so an acknowledged prediction is durable.
 
+The commit runs on one writer thread of its own, never on the event loop: when
+another process holds the log's write lock, health and every other route keep
+answering while the batch waits, and after ``wait_s`` its requests get an error
+(a 503) rather than an answer without its row. Batches that arrive meanwhile
+predict and queue behind it; the single writer keeps the chain in commit order.
+
 A running server follows its alias: a thread polls the registry, loads and warms
-up the new version, then swaps one reference. A batch reads that reference once,
-so every request is answered, and logged, by exactly one version.
+up the new version, then swaps one reference. A request remembers the version
+whose schema parsed it, and that version answers and logs it, even when the
+alias moved between parsing and the batch: columns parsed for one version are
+never fed to another.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import threading
 import time
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +54,8 @@ class Pending:
     n_rows: int
     started: float
     future: asyncio.Future[Answer]
+    #: the version whose schema parsed ``inputs``: it answers them
+    model: LoadedModel
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
 
@@ -75,6 +86,8 @@ class Predictor:
         *,
         policy: AnswerPolicy | None = None,
         shadows: ShadowSink | None = None,
+        writer: Executor | None = None,
+        wait_s: float = 2.0,
     ) -> None:
         self.deployment = deployment
         self.current = model
@@ -83,6 +96,10 @@ class Predictor:
         self.policy = policy
         #: Gets every answered batch after its responses are released.
         self.shadows = shadows
+        #: the one thread that commits to the log (None: commit inline, as a script would)
+        self.writer = writer
+        #: how long a batch may wait for the log before its requests fail
+        self.wait_s = wait_s
         self.pending: list[Pending] = []
         self.scheduled = False
         self.stats = {"batches": 0, "predictions": 0, "batch_rows_max": 0}
@@ -93,9 +110,13 @@ class Predictor:
         n_rows: int,
         started: float,
         request_id: str | None = None,
+        *,
+        model: LoadedModel | None = None,
     ) -> Answer:
+        """Answer one request; ``model`` is the version whose schema parsed ``inputs``
+        (default: the current one)."""
         loop = asyncio.get_running_loop()
-        item = Pending(inputs, n_rows, started, loop.create_future())
+        item = Pending(inputs, n_rows, started, loop.create_future(), model or self.current)
         if request_id:
             item.request_id = request_id
         self.pending.append(item)
@@ -106,17 +127,24 @@ class Predictor:
 
     def flush(self) -> None:
         batch, self.pending, self.scheduled = self.pending, [], False
-        try:
-            self._flush(batch)
-        except BaseException as exc:  # whatever broke, no request may wait forever
-            print(f"nbdeploy: batch failed: {type(exc).__name__}", flush=True)
-            for item in batch:
-                _fail(item.future, exc)
-            if not isinstance(exc, Exception):
-                raise
+        groups: dict[int, list[Pending]] = {}
+        for item in batch:  # one group, unless the alias moved while requests were parsed
+            groups.setdefault(id(item.model), []).append(item)
+        for group in groups.values():
+            try:
+                self._flush(group, group[0].model)
+            except BaseException as exc:  # whatever broke, no request may wait forever
+                self._broken(group, exc)
+                if not isinstance(exc, Exception):
+                    raise
 
-    def _flush(self, batch: list[Pending]) -> None:
-        model = self.current
+    @staticmethod
+    def _broken(batch: list[Pending], exc: BaseException) -> None:
+        print(f"nbdeploy: batch failed: {type(exc).__name__}", flush=True)
+        for item in batch:
+            _fail(item.future, exc)
+
+    def _flush(self, batch: list[Pending], model: LoadedModel) -> None:
         outputs = self._predict(model, batch)
         records, answers = [], []
         done = time.perf_counter()
@@ -158,12 +186,46 @@ class Predictor:
                     ),
                 )
             )
-        try:
-            if records:
-                self.log.append(records)
-        except AuditLogError as exc:
+        if not records or self.writer is None:
+            error: BaseException | None = None
+            try:
+                if records:
+                    self.log.append(records)
+            except AuditLogError as exc:
+                error = exc
+            self._release(batch, outputs, answers, error)
+            return
+        deadline = time.monotonic() + self.wait_s
+        written = asyncio.get_running_loop().run_in_executor(
+            self.writer, self._write, records, deadline
+        )
+
+        def release(written: asyncio.Future[None]) -> None:
+            try:
+                self._release(batch, outputs, answers, written.exception())
+            except BaseException as exc:
+                self._broken(batch, exc)
+
+        written.add_done_callback(release)
+
+    def _write(self, records: list[Record], deadline: float) -> None:
+        """On the writer thread: a batch that already waited its turn too long fails
+        without queueing for the lock again, so waits do not add up behind a lock."""
+        if time.monotonic() > deadline:
+            raise AuditLogError("the audit log stayed locked; nothing was written")
+        self.log.append(records)
+
+    def _release(
+        self,
+        batch: list[Pending],
+        outputs: list[Output | BaseException],
+        answers: list[tuple[Pending, Answer]],
+        error: BaseException | None,
+    ) -> None:
+        """Answer the batch once its rows are committed (or fail those that were not)."""
+        if error is not None:
             for item, _ in answers:
-                _fail(item.future, exc)
+                _fail(item.future, error)
             answers = []
         for item, out in zip(batch, outputs, strict=True):
             if isinstance(out, BaseException):

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nbdeploy.exceptions import DeploymentError, SchemaError
+from nbdeploy.exceptions import DeploymentError, NbdeployError, SchemaError
 from nbdeploy.models import _badge, _table
+from nbdeploy.schema import in_pandas_terms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +81,10 @@ def split_payload(X: Any) -> bytes:
 def predict(dep: Deployment, X: Any) -> pd.DataFrame:
     import pandas as pd
 
-    answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    try:
+        answer = _call(dep.url + "/invocations", split_payload(X), dep.token)
+    except SchemaError as exc:
+        raise in_pandas_terms(exc, X) from None
     index = X.index if isinstance(X, pd.DataFrame) else None
     columns = {
         "prediction": answer["predictions"],
@@ -106,7 +110,10 @@ class Deployment:
 
     def predict(self, X: Any) -> pd.DataFrame:
         """Send rows to the server; returns predictions with their ids."""
-        return predict(self, X)
+        try:
+            return predict(self, X)
+        except NbdeployError as exc:  # the user's mistake: no frames from the client
+            raise exc.with_traceback(None) from None
 
     def status(self) -> dict[str, Any]:
         return status(self)
@@ -117,17 +124,24 @@ class Deployment:
         stop(self.name)
 
     def _repr_html_(self) -> str:
+        # every value the server sent is text to escape, whatever its type
         state = self.status()
         live = state.get("status") == "ready"
+        warnings = state.get("warnings") or []
+        warnings = warnings if isinstance(warnings, list) else [warnings]
+
+        def text(value: Any) -> str:
+            return html.escape(str(value))
+
         return _table(
             f"deployment {self.name}",
             [
-                ("url", f"<code>{html.escape(self.url)}</code>"),
-                ("serves", html.escape(f"{self.ref} (version {state.get('model_version', '?')})")),
-                ("pid", str(self.pid)),
-                ("requests", str(state.get("requests", ""))),
-                ("predictions logged", str(state.get("predictions", ""))),
-                ("warnings", html.escape("; ".join(state.get("warnings", []))) or "none"),
+                ("url", f"<code>{text(self.url)}</code>"),
+                ("serves", text(f"{self.ref} (version {state.get('model_version', '?')})")),
+                ("pid", text(self.pid)),
+                ("requests", text(state.get("requests", ""))),
+                ("predictions logged", text(state.get("predictions", ""))),
+                ("warnings", text("; ".join(str(w) for w in warnings)) or "none"),
             ],
-            _badge(state.get("status", "unknown"), live),
+            _badge(str(state.get("status", "unknown")), live),
         )

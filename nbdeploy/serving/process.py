@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbdeploy import config
+from nbdeploy import config, names
 from nbdeploy.exceptions import DeploymentError
+from nbdeploy.models import Stopped
 from nbdeploy.serving.client import Deployment
 
 if TYPE_CHECKING:
@@ -37,14 +38,23 @@ def token_for(name: str) -> str | None:
 
 
 def _state_path(name: str) -> Path:
-    return config.settings().deployments_dir / f"{name}.json"
+    # the name becomes a path: "../x" or "a/b" must never get this far
+    return config.settings().deployments_dir / f"{names.check(name, 'deployment')}.json"
 
 
 def _read_state(name: str) -> dict[str, Any] | None:
     try:
-        return json.loads(_state_path(name).read_text())
+        info = json.loads(_state_path(name).read_text())
     except (OSError, ValueError):
         return None
+    # a file someone else wrote must name itself (a valid name) to be believed
+    return info if isinstance(info, dict) and info.get("name") == name else None
+
+
+def _known_names() -> list[str]:
+    """Deployments with a state file; files not named by the naming rule are ignored."""
+    stems = (p.stem for p in config.settings().deployments_dir.glob("*.json"))
+    return sorted(stem for stem in stems if names.is_valid(stem))
 
 
 def write_state(name: str, state: dict[str, Any]) -> None:
@@ -62,6 +72,7 @@ def hold_name(name: str) -> Any:
     """
     import fcntl
 
+    names.check(name, "deployment")
     config.ensure_home()
     lock = (config.settings().deployments_dir / f"{name}.lock").open("a")
     try:
@@ -74,6 +85,27 @@ def hold_name(name: str) -> Any:
             f"with nd.stop({name!r}) or choose another name"
         ) from None
     return lock
+
+
+def running(name: str) -> bool:
+    """Whether a live server holds ``name``'s lock (see :func:`hold_name`).
+
+    This, not the PID, says a deployment is alive: the kernel drops the lock when the
+    server dies, while its PID may be reused by any other process, even one whose
+    command line mentions nbdeploy.
+    """
+    import fcntl
+
+    lock = config.settings().deployments_dir / f"{names.check(name, 'deployment')}.lock"
+    try:
+        with lock.open("rb") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            return False  # closing the probe releases it at once
+    except FileNotFoundError:
+        return False
 
 
 def clear_state(name: str, pid: int) -> None:
@@ -140,11 +172,9 @@ def serve(
         raise DeploymentError(f"workers must be a whole number >= 1, not {workers!r}")
     if threshold is not None and not 0 < threshold <= 1:
         raise DeploymentError("threshold is a probability: give a number in (0, 1]")
-    name = name or mv.name
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise DeploymentError(f"{name!r} is not a usable deployment name")
+    name = names.check(mv.name if name is None else name, "deployment")
     existing = _read_state(name)
-    if existing and _alive(existing["pid"]):
+    if existing and running(name):
         raise DeploymentError(
             f"deployment {name!r} is already running at {existing['url']}; "
             f"stop it with nd.stop({name!r}) or pass another name="
@@ -179,6 +209,9 @@ def serve(
         command += ["--split", f"{other}={float(fraction)}"]
     if threshold is not None:
         command += ["--threshold", str(float(threshold)), "--fallback", json.dumps(fallback)]
+    # the token travels in the environment (never argv, which ps shows); one from this
+    # process's NBDEPLOY_TOKEN / NBDEPLOY_TOKEN_FILE protects the server just the same
+    token = token or config.settings().token
     env = config.child_env(NBDEPLOY_TOKEN=token or "")
     with log_path.open("wb") as log:
         child = subprocess.Popen(
@@ -214,17 +247,18 @@ def serve(
     )
 
 
-def stop(name: str | None = None, *, all: bool = False) -> list[str]:
+def stop(name: str | None = None, *, all: bool = False) -> Stopped:
     """Stop one deployment (or every one with ``all=True``); returns the names stopped."""
-    names = [p.stem for p in config.settings().deployments_dir.glob("*.json")] if all else [name]
-    if not all and (name is None or _read_state(name) is None):
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
-    stopped = []
-    for each in names:
+    if not all and name is None:
+        raise DeploymentError("name a deployment to stop, or pass all=True")
+    if not all and _read_state(names.check(name, "deployment")) is None:
+        raise _no_deployment(name)
+    stopped = Stopped()
+    for each in _known_names() if all else [name]:
         info = _read_state(str(each))
         if info is None:
             continue
-        if _alive(info["pid"]) and not _kill(info["pid"]):
+        if running(str(each)) and not _kill(info["pid"]):
             raise DeploymentError(
                 f"deployment {each!r} (pid {info['pid']}) did not stop; it may belong to "
                 "another user: stop it there"
@@ -262,12 +296,12 @@ def deployments() -> pd.DataFrame:
     from nbdeploy.serving import client
 
     rows = []
-    for path in sorted(config.settings().deployments_dir.glob("*.json")):
-        info = _read_state(path.stem)
+    for each in _known_names():
+        info = _read_state(each)
         if info is None:
             continue
         status, version = "dead", info.get("version")
-        if _alive(info["pid"]):
+        if running(each):
             probe = client.health(info["url"])
             status = "running" if probe else "unresponsive"
         rows.append(
@@ -283,10 +317,19 @@ def deployments() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "ref", "version", "url", "pid", "status"])
 
 
+def _no_deployment(name: str | None) -> DeploymentError:
+    from nbdeploy.hints import closest
+
+    guess = closest(str(name), _known_names())
+    if guess is not None:
+        return DeploymentError(f"no deployment named {name!r}; did you mean {guess!r}?")
+    return DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+
+
 def deployment(name: str) -> Deployment:
     info = _read_state(name)
     if info is None:
-        raise DeploymentError(f"no deployment named {name!r}; see nd.deployments()")
+        raise _no_deployment(name)
     return Deployment(
         name=name,
         ref=info["ref"],

@@ -6,7 +6,9 @@
 - ``ShadowRunner`` scores every answered batch with each shadow model on a thread
   of its own, after the responses were released: a slow or failing shadow never
   delays or breaks a response. When it falls behind, it drops work (counted)
-  rather than grow without bound. Shadow rows share the request id of the answer.
+  rather than grow without bound: the queue is bounded in bytes of inputs, not
+  in batches, since one batch may hold one row or a million. Shadow rows share
+  the request id of the answer.
 - ``Policy`` replaces answers whose top-class probability is below a threshold
   by a constant, another model's answer, or ``None`` ("abstain": route to a human).
 """
@@ -111,27 +113,37 @@ class ShadowRunner(threading.Thread):
     """Scores answered batches with every shadow, off the response path."""
 
     def __init__(
-        self, deployment: str, shadows: list[Shadow], names: list[str], max_pending: int = 256
+        self,
+        deployment: str,
+        shadows: list[Shadow],
+        names: list[str],
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         super().__init__(name="nbdeploy-shadows", daemon=True)
         self.deployment = deployment
         self.shadows = shadows
         self.names = names
-        self.queue: queue.Queue[list[tuple[Any, str, int]]] = queue.Queue(max_pending)
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self._lock = threading.Lock()
+        self.queue: queue.Queue[tuple[list[tuple[Any, str, int]], int]] = queue.Queue()
         self.stats: Counter[str] = Counter()
 
     def offer(self, items: list[tuple[Any, str, int]]) -> None:
         if not self.shadows:
             return
-        try:
-            self.queue.put_nowait(items)
-        except queue.Full:
-            self.stats["dropped_rows"] += sum(n for _, _, n in items)
+        size = sum(_nbytes(inputs) for inputs, _, _ in items)
+        with self._lock:
+            if self.queued_bytes + size > self.max_bytes:
+                self.stats["dropped_rows"] += sum(n for _, _, n in items)
+                return
+            self.queued_bytes += size
+        self.queue.put_nowait((items, size))
 
     def run(self) -> None:
         log = AuditLog()  # its own connection: SQLite connections stay on one thread
         while True:
-            items = self.queue.get()
+            items, size = self.queue.get()
             for shadow in list(self.shadows):
                 try:
                     inputs = concat([i for i, _, _ in items], self.names)
@@ -139,6 +151,8 @@ class ShadowRunner(threading.Thread):
                 except Exception as exc:  # this thread must outlive any one bad batch
                     self.stats["failures"] += 1
                     print(f"nbdeploy: shadow {shadow.ref} failed: {type(exc).__name__}", flush=True)
+            with self._lock:  # only now are the inputs free
+                self.queued_bytes -= size
 
     def _score(
         self, log: AuditLog, shadow: Shadow, inputs: Any, items: list[tuple[Any, str, int]]
@@ -187,6 +201,12 @@ class ShadowRunner(threading.Thread):
                     shadow.follower.stopped.set()
                 return True
         return False
+
+
+def _nbytes(inputs: Any) -> int:
+    """Memory held by parsed inputs; a Python object in a column counts 64 bytes."""
+    arrays = inputs.values() if isinstance(inputs, dict) else [inputs]
+    return sum(a.nbytes * (8 if a.dtype.kind == "O" else 1) for a in map(np.asarray, arrays))
 
 
 def _matches(ref: str, slot_ref: str, model: LoadedModel) -> bool:

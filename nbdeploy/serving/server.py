@@ -8,13 +8,15 @@ binds the port; writes the state file ``nd.serve`` waits for; runs uvicorn.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import signal
 import socket
 import sys
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
 
 from nbdeploy import config, registry
 from nbdeploy.auditlog import AuditLog
@@ -54,7 +56,11 @@ class ServerSetup:
         s = config.settings()
         self.trust = trust_unverified
         self.followers: list[AliasFollower] = []
-        self.log = AuditLog(background_checkpoints=True)
+        # a short busy timeout: a request waits that long for a locked log, then 503
+        self.log = AuditLog(background_checkpoints=True, busy_timeout_s=s.audit_wait_s)
+        self.wait_s = s.audit_wait_s
+        #: the one thread that commits to the log, off the event loop
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="nbdeploy-audit")
         model = self._load(ref, resolved=resolved)
         # several models read one parsed request: they must keep taking the same columns
         several = bool(shadow or split or threshold is not None)
@@ -63,7 +69,11 @@ class ServerSetup:
         self.ref = ref
         self.policy = self._policy(model, threshold, fallback)
         shadows = [Shadow(r, self._load(r, like=model)) for r in shadow]
-        self.runner = ShadowRunner(self.name, shadows, model.schema.names) if shadows else None
+        self.runner = (
+            ShadowRunner(self.name, shadows, model.schema.names, s.shadow_queue_bytes)
+            if shadows
+            else None
+        )
         self.primary = self._predictor(ref, model)
         if sum(split.values()) > 1 or any(f <= 0 for f in split.values()):
             raise DeploymentError("split fractions must be positive and sum to at most 1")
@@ -112,7 +122,15 @@ class ServerSetup:
         return Policy(threshold, fallback)
 
     def _predictor(self, ref: str, model: LoadedModel) -> Predictor:
-        predictor = Predictor(self.name, model, self.log, policy=self.policy, shadows=self.runner)
+        predictor = Predictor(
+            self.name,
+            model,
+            self.log,
+            policy=self.policy,
+            shadows=self.runner,
+            writer=self.writer,
+            wait_s=self.wait_s,
+        )
         self._follow(predictor, ref)
         return predictor
 
@@ -150,6 +168,41 @@ class ServerSetup:
         }
 
 
+class _Redacted:
+    """A stream that masks secrets (the token, the audit key, passwords in URLs) in
+    everything the server prints, from nbdeploy or any library, before it reaches
+    the deployment log."""
+
+    def __init__(self, stream: IO[str], token: str | None) -> None:
+        self.stream, self.token = stream, token
+
+    def write(self, text: str) -> int:
+        return self.stream.write(config.redact(text, self.token))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def allowed_hosts(host: str, extra: tuple[str, ...]) -> frozenset[str] | None:
+    """Host header names a server bound to ``host`` answers to (None: any).
+
+    Bound to loopback: loopback names only, so a DNS-rebinding page cannot reach it.
+    Bound beyond: those in ``NBDEPLOY_ALLOWED_HOSTS`` (``*``: any), its own address
+    and loopback names (probes inside the container).
+    """
+    loopback = {"localhost", "127.0.0.1", "[::1]"}
+    bound = host.lower() if ":" not in host else f"[{host.lower()}]"
+    try:
+        is_loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        is_loopback = False
+    if is_loopback:
+        return frozenset(loopback | {bound})
+    if "*" in extra:
+        return None
+    return frozenset(loopback | {bound} | set(extra))
+
+
 def run(
     ref: str,
     *,
@@ -177,6 +230,9 @@ def run(
     import uvicorn
 
     s = config.settings()
+    token = token if token is not None else s.token
+    sys.stdout = _Redacted(sys.stdout, token)
+    sys.stderr = _Redacted(sys.stderr, token)
     if workers > 1 and worker is None:
         from nbdeploy.serving.workers import supervise
 
@@ -225,7 +281,7 @@ def run(
     primary_follower = next((f for f in dep.followers if f.predictor is dep.primary), None)
     app = App(
         dep.primary,
-        token=token if token is not None else s.token,
+        token=token,
         follower=primary_follower,
         max_body_bytes=s.max_body_bytes,
         max_rows=s.max_rows,
@@ -233,6 +289,11 @@ def run(
         router=dep.router,
         shadows=dep.runner,
         on_change=publish,
+        allowed_hosts=allowed_hosts(host, s.allowed_hosts),
+        max_concurrent=s.max_concurrent,
+        rate_limit=s.rate_limit,
+        body_timeout_s=s.body_timeout_s,
+        writer=dep.writer,
         counters=link.totals if link else None,
     )
     if link:

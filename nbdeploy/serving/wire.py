@@ -4,12 +4,20 @@ MLflow's four JSON layouts and CSV for ``/invocations``; Open Inference Protocol
 V2 (KServe/MLServer) tensors for ``/v2/models/{name}/infer``. Each returns what
 :class:`~nbdeploy.schema.Schema` returns: a float matrix (all-numeric schemas)
 or a dict of column arrays.
+
+Row limits are enforced while reading, before the objects of a whole body exist:
+CSV is converted to column arrays a chunk of rows at a time and stops at the
+limit; a JSON body that might hold too many rows (it has as many commas as the
+limit) is walked first with the standard library's scanner, which decodes one
+row at a time and stops counting at the limit.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,8 +33,66 @@ FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _OIP_TYPES = {"double": "FP64", "long": "INT64", "boolean": "BOOL", "string": "BYTES"}
 
 
+_CSV_CHUNK = 16_384  # rows converted to arrays at a time
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+# containers walked element by element, by the kinds of their ancestors and their own
+# (o: object, a: array); anything else is decoded whole, as one row or value
+_MLFLOW_WALK = frozenset({"o", "a", "oo", "oa", "ooa"})  # split.data, records, columns
+_OIP_WALK = frozenset({"o", "a", "oa", "oao", "oaoa"})  # inputs[i].data
+
+
+class TooManyRows(Exception):
+    """A body holds more rows than the limit (raised before it is fully parsed)."""
+
+
 def _bad(message: str) -> SchemaError:
     return SchemaError(message, code="bad_request")
+
+
+def check_json_rows(body: bytes, limit: int, *, oip: bool = False) -> None:
+    """Raise :class:`TooManyRows` if an array of rows or column values in ``body``
+    has more than ``limit`` elements; malformed JSON is left to the real parser."""
+    if body.count(b",") < limit:  # an array of n elements holds n - 1 commas
+        return
+    try:
+        _Walker(body.decode("utf-8"), limit, _OIP_WALK if oip else _MLFLOW_WALK).value(0, "")
+    except (ValueError, IndexError, RecursionError):
+        return
+
+
+class _Walker:
+    def __init__(self, text: str, limit: int, walked: frozenset[str]) -> None:
+        self.text, self.limit, self.walked = text, limit, walked
+
+    def value(self, i: int, ancestors: str) -> int:
+        """Skip the value at ``i``; returns where it ends."""
+        text = self.text
+        i = _SPACE.match(text, i).end()  # type: ignore[union-attr]
+        kind = {"{": "o", "[": "a"}.get(text[i], "")
+        if not kind or ancestors + kind not in self.walked:
+            return _DECODER.raw_decode(text, i)[1]
+        close, count, i = "}" if kind == "o" else "]", 0, i + 1
+        i = _SPACE.match(text, i).end()  # type: ignore[union-attr]
+        if text[i] == close:
+            return i + 1
+        while True:
+            if kind == "o":  # a key, then its value
+                key, i = _DECODER.raw_decode(text, _SPACE.match(text, i).end())  # type: ignore[union-attr]
+                i = _SPACE.match(text, i).end()  # type: ignore[union-attr]
+                if not isinstance(key, str) or text[i] != ":":
+                    raise ValueError("not an object")
+                i += 1
+            i = self.value(i, ancestors + kind)
+            count += 1
+            if count > self.limit:
+                raise TooManyRows
+            i = _SPACE.match(text, i).end()  # type: ignore[union-attr]
+            if text[i] == close:
+                return i + 1
+            if text[i] != ",":
+                raise ValueError("malformed")
+            i += 1
 
 
 def from_mlflow_json(
@@ -71,33 +137,70 @@ def _tensor_like(
     return schema.from_rows(None, payload, may_hold_booleans=may_hold_booleans)
 
 
-def from_csv(schema: Schema, body: bytes) -> np.ndarray | dict[str, Any]:
-    """CSV with a header row; empty fields are missing values."""
-    try:
-        text = body.decode("utf-8-sig")  # spreadsheets write a byte order mark
-    except UnicodeDecodeError:
-        raise _bad("the CSV body is not UTF-8") from None
-    reader = csv.reader(io.StringIO(text))
+def from_csv(
+    schema: Schema, body: bytes, *, max_rows: int | None = None
+) -> np.ndarray | dict[str, Any]:
+    """CSV with a header row; empty fields are missing values.
+
+    Rows become column arrays ``_CSV_CHUNK`` at a time, so memory stays near the size
+    of the result, and reading stops (:class:`TooManyRows`) past ``max_rows``.
+    """
+    # decoded as it is read, never as one more copy of the body (spreadsheets write a
+    # byte order mark, which utf-8-sig drops)
+    lines = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8-sig", newline="")
+    reader = csv.reader(lines, strict=True)  # an unclosed quote is an error, not a value
     try:
         header = next(reader)
-        rows = list(reader)
     except (StopIteration, csv.Error):
         raise _bad("the CSV body needs a header row and at least one data row") from None
-    rows = [r for r in rows if r]
+    except UnicodeDecodeError:
+        raise _bad("the CSV body is not UTF-8") from None
     if len(set(header)) != len(header):
         raise _bad("a column is named twice in the CSV header")
-    if not rows:
+    schema._check_names(header)  # a missing or extra column is reported before any row
+    parts: list[dict[str, Any]] = []
+    chunk: list[list[str]] = []
+    n, limit = 0, max_rows if max_rows is not None else float("inf")
+    try:
+        for r in reader:
+            if not r:
+                continue
+            if len(r) != len(header):
+                raise _bad("every CSV row must have as many fields as the header")
+            n += 1
+            if n > limit:
+                raise TooManyRows
+            chunk.append(r)
+            if len(chunk) == _CSV_CHUNK:
+                parts.append(_csv_columns(schema, header, chunk))
+                chunk = []
+    except csv.Error:
+        raise _bad("the CSV body is malformed (check its quotes)") from None
+    except UnicodeDecodeError:
+        raise _bad("the CSV body is not UTF-8") from None
+    if chunk:
+        parts.append(_csv_columns(schema, header, chunk))
+    if not parts:
         raise SchemaError("the batch is empty: send at least one row")
-    if any(len(r) != len(header) for r in rows):
-        raise _bad("every CSV row must have as many fields as the header")
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _csv_columns(schema: Schema, header: list[str], rows: list[list[str]]) -> dict[str, Any]:
     typed = {c.name: c for c in schema.columns}
-    columns: dict[str, list[Any]] = {}
-    for j, name in enumerate(header):
-        col = typed.get(name)
-        values = [r[j] for r in rows]
-        if col is None or col.type == "string":
+    columns: dict[str, Any] = {}
+    for name, values in zip(header, zip(*rows, strict=True), strict=True):
+        col = typed[name]
+        if col.type == "string":
             columns[name] = [v if v != "" else None for v in values]
             continue
+        if col.type != "boolean":
+            try:  # float() in C over the column; no list of Python floats in between
+                columns[name] = np.fromiter(map(float, values), np.float64, len(values))
+                continue
+            except ValueError:  # empty fields or text: the cell by cell path says which
+                pass
         parsed: list[Any] = []
         for v in values:
             if v == "":

@@ -1,4 +1,4 @@
-import { health, monitorCode, percent } from '../format';
+import { health, monitorCode, percent, pythonString } from '../format';
 import { IDeploymentInfo } from '../types';
 
 describe('monitorCode', () => {
@@ -12,6 +12,37 @@ describe('monitorCode', () => {
     expect(monitorCode('churn', ['%load_ext nbdeploy\nimport nbdeploy as nd'])).toBe(
       '%deploy monitor churn'
     );
+  });
+
+  const hostile = [
+    '{__import__("os").system("id")}',
+    '$HOME',
+    'churn\nimport os',
+    '../x',
+    'x'.repeat(200),
+    'modèle',
+    'a\u2028!id',
+    "it's",
+    'back\\slash"quote',
+    ''
+  ];
+
+  it.each(hostile)('never puts a name outside the naming rule into a magic: %j', name => {
+    const code = monitorCode(name, ['%load_ext nbdeploy']);
+    const lines = code.split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toBe('import nbdeploy');
+    const call = /^nbdeploy\.monitor\((".*")\)$/.exec(lines[1]);
+    expect(call).not.toBeNull();
+    // one line of printable ASCII, and the literal reads back as exactly the name
+    expect(lines[1]).toMatch(/^[\x20-\x7e]+$/);
+    expect(JSON.parse(call![1])).toBe(name);
+    expect(code).not.toContain('%deploy');
+  });
+
+  it('quotes text as a Python string of printable ASCII', () => {
+    expect(pythonString('a"b\\c')).toBe('"a\\"b\\\\c"');
+    expect(pythonString('é\u2028')).toBe('"\\u00e9\\u2028"');
   });
 });
 

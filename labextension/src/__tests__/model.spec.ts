@@ -12,7 +12,8 @@ const churn: IModelInfo = {
       flavor: 'sklearn',
       task: 'classification',
       description: '',
-      test: null
+      test: null,
+      job_run: 'a1b2'
     },
     {
       version: 1,
@@ -21,7 +22,8 @@ const churn: IModelInfo = {
       flavor: 'sklearn',
       task: 'classification',
       description: '',
-      test: { passed: true, metric: 'accuracy', score: 0.9, time: 1, failed_checks: [] }
+      test: { passed: true, metric: 'accuracy', score: 0.9, time: 1, failed_checks: [] },
+      job_run: null
     }
   ],
   history: []
