@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 KERNEL := nbdeploy-test
 
-.PHONY: install demo test lint bench clean lab labtest browser airflow-venv kserve-venv
+.PHONY: install demo test lint bench clean lab labtest browser postgres airflow-venv kserve-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -52,6 +52,14 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		>/dev/null; } || echo "chromium not installed: the browser test will fail"
 
+# Debian's PostgreSQL server binaries for the team tests (one throwaway cluster per run;
+# tests/test_team.py and the PostgreSQL audit log fail, saying why, without it).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+		|| echo "postgresql not installed: the team tests will fail"
+
 # Tools whose dependencies clash with nbdeploy's (Airflow; KServe pins pandas<3) get
 # environments of their own, made once and reused: tests/test_airflow.py runs the exported
 # DAG in a real Airflow 3, tests/test_exports_kserve.py checks InferenceServices with kserve.
@@ -73,7 +81,7 @@ $(KSERVE_VENV)/.installed:
 airflow-venv: $(AIRFLOW_VENV)/.installed
 kserve-venv: $(KSERVE_VENV)/.installed
 
-test: lint labtest browser airflow-venv kserve-venv
+test: lint labtest browser postgres airflow-venv kserve-venv
 	NBDEPLOY_TEST_KERNEL=$(KERNEL) NBDEPLOY_AIRFLOW_VENV=$(AIRFLOW_VENV) \
 		NBDEPLOY_KSERVE_VENV=$(KSERVE_VENV) $(PY) -m pytest -q
 

@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the version and manifest hash to verify (required with a model folder)",
     )
     serve.add_argument(
+        "--workers", type=int, default=1, help="serving processes behind the port (default 1)"
+    )
+    serve.add_argument("--worker", help=argparse.SUPPRESS)  # FD:FD:INDEX from the supervisor
+    serve.add_argument(
         "--trust-unverified",
         action="store_true",
         help="load a version that was not registered through nbdeploy",
@@ -141,6 +145,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: NBDEPLOY_AUDIT_KEY_FILE=/run/secrets/audit nbdeploy audit verify",
     )
     verify.add_argument("--name", help="count only this model's or deployment's entries")
+    migrate = audit_sub.add_parser(
+        "migrate",
+        help="copy this home's SQLite log into an empty PostgreSQL log, verified on both sides",
+        epilog="example: nbdeploy audit migrate --to postgresql://nbdeploy@db:5432/audit",
+    )
+    migrate.add_argument("--to", required=True, metavar="URL", help="postgresql://... target")
+    migrate.add_argument("--source", help="the SQLite file (default: NBDEPLOY_AUDIT_DB)")
     demo = sub.add_parser("demo", help="run the quickstart end to end, headless")
     demo.add_argument("--requests", type=int, default=500, help="requests to send")
     return parser
@@ -181,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 trust_unverified=args.trust_unverified,
                 resolved=args.resolved,
                 runtime=args.runtime,
+                workers=args.workers,
+                worker=args.worker,
+                argv=list(sys.argv[1:] if argv is None else argv),
             )
         elif args.command == "list":
             from nbdeploy.serving.process import deployments
@@ -240,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {args.html}")
             elif not args.check:
                 print(rep)
+        elif args.command == "audit" and args.audit_command == "migrate":
+            from nbdeploy.auditlog.migrate import migrate as copy_log
+
+            copied = copy_log(args.to, args.source)
+            print("copied and verified:", ", ".join(f"{n} {t}" for t, n in copied.items()))
         elif args.command == "audit":
             from nbdeploy.auditlog import verify
 

@@ -32,8 +32,9 @@ class Settings:
     tracking_uri: str
     #: Where MLflow stores artifacts of the experiments nbdeploy creates.
     artifact_root: str
-    #: The prediction log: a SQLite file path (embedded default).
-    audit_db: Path
+    #: The prediction log: a SQLite file path (embedded default) or a PostgreSQL URL
+    #: (``postgresql://user@host:port/db``; kept out of repr: it may hold a password).
+    audit_db: Path | str = field(repr=False)
     #: MLflow experiment that holds nbdeploy's registration and job runs.
     experiment: str
     #: Largest accepted HTTP body, bytes.
@@ -187,7 +188,7 @@ def settings() -> Settings:
         home=home,
         tracking_uri=tracking or f"sqlite:///{home / 'mlflow.db'}",
         artifact_root=_env("ARTIFACT_ROOT", (home / "artifacts").as_uri()),
-        audit_db=Path(_env("AUDIT_DB", str(home / "audit.db"))).expanduser().resolve(),
+        audit_db=_audit_db(home),
         experiment=_env("EXPERIMENT", "nbdeploy"),
         max_body_bytes=int(_number("MAX_BODY_BYTES", 64 * 1024 * 1024, int)),
         max_rows=int(_number("MAX_ROWS", 1_000_000, int)),
@@ -219,6 +220,46 @@ def settings() -> Settings:
         rate_limit=_number("RATE_LIMIT", 0.0),
         shadow_queue_bytes=int(_number("SHADOW_QUEUE_BYTES", 64 * 1024 * 1024, int)),
     )
+
+
+def _audit_db(home: Path) -> Path | str:
+    raw = _env("AUDIT_DB", "") or str(home / "audit.db")
+    if raw.split(":", 1)[0].lower() in ("postgresql", "postgres"):
+        return raw
+    if "://" in raw:
+        raise ConfigError(
+            f"NBDEPLOY_AUDIT_DB={redact_url(raw)!r}: give a SQLite file path or a "
+            "postgresql://user@host:port/db URL"
+        )
+    return Path(raw).expanduser().resolve()
+
+
+def is_remote_tracking(uri: str) -> bool:
+    """Is ``uri`` a tracking server (not the embedded SQLite/file store)?"""
+    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
+
+
+def tracking_identity() -> str:
+    """A digest of the MLflow credentials in the environment (never the credentials)."""
+    import hashlib
+
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    joined = "\x1f".join(os.environ.get(n, "") for n in names)
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def redact_url(uri: str) -> str:
+    """``uri`` without a password (``scheme://user:***@host``), for errors and displays."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 _CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]*:[^/@\s]*@")

@@ -100,7 +100,71 @@ def _seed_store(db: Path) -> None:
 
 def client() -> MlflowClient:
     config.ensure_home()
-    return _client_for(config.settings().tracking_uri)
+    uri = config.settings().tracking_uri
+    _reachable(uri, config.tracking_identity())
+    return _client_for(uri)
+
+
+def _listening(uri: str, where: str) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise RegistryError(f"{where} is not a usable tracking URI") from None
+    if not host or host.startswith("/"):
+        return  # a Unix socket or a driver default: let MLflow try
+    default = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+    port = port or default.get(parts.scheme.split("+")[0], 0)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot reach the MLflow tracking database at {where} "
+            f"({exc.strerror or type(exc).__name__}); check that it runs and NBDEPLOY_TRACKING_URI"
+        ) from None
+
+
+@functools.lru_cache(maxsize=8)  # failures are not cached: the next call tries again
+def _reachable(uri: str, identity: str) -> None:
+    """Fail with one clear line when a tracking server or database cannot be used.
+
+    MLflow would otherwise retry a refused connection for minutes and then raise a
+    stack of HTTP or SQLAlchemy internals. Checked once per process and URI.
+    """
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("", "file", "sqlite"):
+        return
+    where = config.redact_url(uri)
+    if not config.is_remote_tracking(uri):  # a database URL: MLflow would retry for minutes
+        _listening(uri, where)
+    elif scheme != "databricks":
+        import httpx
+
+        try:
+            httpx.get(f"{uri.rstrip('/')}/health", timeout=10)
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"cannot reach the MLflow tracking server at {where} ({type(exc).__name__}); "
+                "start it, or fix NBDEPLOY_TRACKING_URI / MLFLOW_TRACKING_URI"
+            ) from None
+    try:
+        _client_for(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        text = str(exc)
+        if " 401" in text or " 403" in text or "Unauthorized" in text:
+            raise RegistryError(
+                f"the MLflow tracking server at {where} refused the credentials; set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            ) from None
+        what = "tracking server" if config.is_remote_tracking(uri) else "tracking database"
+        reason = type(getattr(exc, "orig", None) or exc.__cause__ or exc).__name__
+        raise RegistryError(
+            f"cannot use the MLflow {what} at {where} ({reason}); check that it runs "
+            "and NBDEPLOY_TRACKING_URI"
+        ) from None
 
 
 def store_stamp() -> tuple[int, ...] | None:
@@ -125,8 +189,12 @@ def _experiment_id() -> str:
     experiment = c.get_experiment_by_name(s.experiment)
     if experiment is not None:
         return str(experiment.experiment_id)
-    try:  # the artifact root is explicit: MLflow would otherwise use ./mlruns of this process
-        return str(c.create_experiment(s.experiment, artifact_location=s.artifact_root))
+    # The embedded registry gets an explicit artifact root (MLflow would otherwise use
+    # ./mlruns of this process); a tracking server chooses its own (mlflow-artifacts:),
+    # so a model never lands on the disk of whoever registered it first.
+    location = None if config.is_remote_tracking(s.tracking_uri) else s.artifact_root
+    try:
+        return str(c.create_experiment(s.experiment, artifact_location=location))
     except Exception:  # created concurrently by another process
         experiment = c.get_experiment_by_name(s.experiment)
         if experiment is None:

@@ -151,3 +151,44 @@ def module_champion(module_home, churn_data, churn_models):
     mv = nd.register(churn_models[0], "churn", X, y)
     assert nd.test(mv, X_test, y_test, min_score=0.7).passed
     return nd.promote(mv, to="champion")
+
+
+# -- team engines: one PostgreSQL and one MLflow tracking server per test run ----------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A throwaway PostgreSQL on 127.0.0.1 (Debian's binaries; ``make postgres``)."""
+    from tests.engines import Postgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.fail(
+            "PostgreSQL is not installed, so the team tests cannot run: `make postgres` "
+            "installs it (Debian: apt-get install -y postgresql); they fail rather than skip"
+        )
+    pg = Postgres.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """``mlflow server`` backed by ``postgres``, serving artifacts (mlflow-artifacts:).
+
+    It requires credentials (MLflow's basic-auth app), as a team's server would: users
+    ``alice`` (its admin) and ``bob``, passwords in ``tracking_server.users``.
+    """
+    import secrets
+
+    from tests.engines import TrackingServer
+
+    users = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
+    server = TrackingServer.start(
+        postgres.create_database("mlflow"), tmp_path_factory.mktemp("tracking"), users=users
+    )
+    try:
+        yield server
+    finally:
+        server.stop()

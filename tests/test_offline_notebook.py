@@ -68,8 +68,12 @@ def test_nbconvert_html_shows_the_snapshot_not_a_widget_placeholder(page_html):
 def test_offline_browser_shows_the_monitor_tabs_and_the_progress_bar(page_html):
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium; make test does it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+        pytest.fail(
+            "no chromium on PATH, so the offline page cannot be checked: run `make browser` "
+            "(Debian: apt-get install -y chromium); this test fails rather than skip"
+        )
+    from playwright import sync_api  # a dev dependency: missing means a broken install
+
     blocked: list[str] = []
 
     def offline(route) -> None:

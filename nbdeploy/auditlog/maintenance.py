@@ -1,8 +1,8 @@
 """Housekeeping of the log, off the request path: anchor, checkpoints, retention.
 
-One thread per process and log file. Any process that writes the log refreshes the
-anchor (:mod:`.anchor`) every ``NBDEPLOY_AUDIT_ANCHOR_S`` seconds after a write, and
-once more when it exits cleanly. A server's thread also:
+One thread per process and log (a file or a PostgreSQL database). Any process that
+writes the log refreshes the anchor (:mod:`.anchor`) every ``NBDEPLOY_AUDIT_ANCHOR_S``
+seconds after a write, and once more when it exits cleanly. A server's thread also:
 
 - keeps the write-ahead log bounded. SQLite only rewinds the WAL once a checkpoint has
   copied *every* frame back while no reader needs the old ones; under steady traffic a
@@ -34,12 +34,12 @@ if TYPE_CHECKING:
 RETENTION_EVERY_S = 600.0
 #: How often the thread looks at the WAL's size (a stat call) and the anchor's age.
 TICK_S = 0.2
-_threads: dict[Path, Maintenance] = {}
+_threads: dict[Path | str, Maintenance] = {}
 _lock = threading.Lock()
 
 
 class Maintenance(threading.Thread):
-    def __init__(self, path: Path, settings: config.Settings) -> None:
+    def __init__(self, path: Path | str, settings: config.Settings) -> None:
         super().__init__(name="nbdeploy-audit-maintenance", daemon=True)
         self.path, self.settings = path, settings
         self.serving = False
@@ -62,14 +62,16 @@ class Maintenance(threading.Thread):
         s = self.settings
         log = AuditLog(self.path, maintained=False, settings=s, busy_timeout_s=0.05)
         last_anchor = last_retention = last_checkpoint = -math.inf  # all due at once
+        # PostgreSQL keeps its own write-ahead log: only SQLite's needs checkpoints here
+        wal = isinstance(self.path, Path)
         while not self.stopped.wait(TICK_S):
-            if not self.path.exists():
+            if not _exists(self.path):
                 return  # the log was removed (a test's home): nothing left to keep
             now = time.monotonic()
             try:
-                size = log.wal_bytes() if self.serving else 0
+                size = log.wal_bytes() if self.serving and wal else 0
                 full = size > wal_reset_bytes(s)
-                if self.serving and (full or now - last_checkpoint >= 1.0):
+                if self.serving and wal and (full or now - last_checkpoint >= 1.0):
                     last_checkpoint = now
                     self.checkpoint(log, restart=full, force=size > 2 * wal_reset_bytes(s))
                 if self.dirty and now - last_anchor >= s.audit_anchor_s:
@@ -101,7 +103,11 @@ def expire(log: AuditLog, days: float) -> int:
     return log.expire(time.time() - days * 86400.0, f"retention: older than {days:g} days")
 
 
-def ensure(path: Path, settings: config.Settings, *, serving: bool) -> Maintenance:
+def _exists(path: Path | str) -> bool:
+    return not isinstance(path, Path) or path.exists()
+
+
+def ensure(path: Path | str, settings: config.Settings, *, serving: bool) -> Maintenance:
     """This process's maintenance of ``path``; a serving log starts it right away,
     others on their first write."""
     with _lock:
@@ -127,7 +133,7 @@ def _anchor_now(thread: Maintenance) -> None:
 
     if thread.is_alive() and thread is not threading.current_thread():
         thread.join(timeout=2.0)  # let a pass in progress finish its anchor
-    if thread.written and thread.path.exists():
+    if thread.written and _exists(thread.path):
         thread.dirty = False
         try:
             log = AuditLog(thread.path, maintained=False, settings=thread.settings)

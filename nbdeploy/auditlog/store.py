@@ -1,8 +1,9 @@
 """Writing and reading the log in SQLite: WAL, group commit, chained entries.
 
 All SQL of the log lives here (and in :mod:`queries` for DataFrames); hashing and
-checking the chain is :mod:`nbdeploy.auditlog.chain`, so another backend is one more
-module with the same methods.
+checking the chain is :mod:`nbdeploy.auditlog.chain`. The same statements run on
+PostgreSQL (``NBDEPLOY_AUDIT_DB=postgresql://...``) through :mod:`.postgres`, which
+presents a PostgreSQL connection in ``sqlite3``'s dialect.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import orjson
 
 from nbdeploy import config
 from nbdeploy.auditlog import chain as chains
-from nbdeploy.auditlog import maintenance
+from nbdeploy.auditlog import maintenance, postgres
 from nbdeploy.auditlog.chain import GENESIS, Chain
 from nbdeploy.auditlog.reading import _RECORD_COLUMNS, REJECTION_BUCKET_S, Reads
 from nbdeploy.exceptions import AuditLogError
@@ -160,7 +161,7 @@ class AuditLog(Reads):
 
     def __init__(
         self,
-        path: Path | None = None,
+        path: Path | str | None = None,
         *,
         background_checkpoints: bool = False,
         busy_timeout_s: float = 30.0,
@@ -168,14 +169,37 @@ class AuditLog(Reads):
         settings: config.Settings | None = None,
     ) -> None:
         self.settings = s = settings or config.settings()
-        self.path = Path(path or s.audit_db)
+        target = path or s.audit_db
+        #: a SQLite file, or a PostgreSQL URL (shown redacted: it may hold a password)
+        self.path: Path | str = target if postgres.is_url(target) else Path(target)
+        self.where = config.redact_url(str(self.path))
         self.chain = Chain(s.audit_key)
         self.anchor_path = s.audit_anchor
         self._key_checked = False
+        self.db: Any
+        if isinstance(self.path, str):
+            self.db = postgres.Connection(self.path)
+            self._open_postgres()
+        else:
+            self._open_sqlite(self.path, s, busy_timeout_s, background_checkpoints)
+        self._maintenance = (
+            maintenance.ensure(self.path, s, serving=background_checkpoints) if maintained else None
+        )
+
+    def _open_postgres(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise AuditLogError(f"cannot open the audit log at {self.where}: {exc}") from None
+
+    def _open_sqlite(
+        self, path: Path, s: config.Settings, busy_timeout_s: float, background_checkpoints: bool
+    ) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL survives kill -9; FULL also survives power loss (an fsync per commit)
@@ -196,9 +220,6 @@ class AuditLog(Reads):
             # A checkpoint fsyncs; inside a commit it would stall every request of that
             # batch. A server checkpoints from a thread of its own instead.
             self.db.execute("PRAGMA wal_autocheckpoint=0")
-        self._maintenance = (
-            maintenance.ensure(self.path, s, serving=background_checkpoints) if maintained else None
-        )
 
     def close(self) -> None:
         self.db.close()
@@ -219,7 +240,7 @@ class AuditLog(Reads):
         if stored != self.chain.key_id:
             self.db.execute("ROLLBACK")
             raise AuditLogError(
-                f"the audit log at {self.path} is chained "
+                f"the audit log at {self.where} is chained "
                 + ("with another NBDEPLOY_AUDIT_KEY" if stored else "without NBDEPLOY_AUDIT_KEY")
                 + "; use the key it was started with, or move it aside to start a new log"
             )
@@ -292,7 +313,7 @@ class AuditLog(Reads):
                 self.db.executemany(
                     "INSERT INTO rejections (ts, deployment, model_name, code, status, count) "
                     "VALUES (?,?,?,?,?,?) ON CONFLICT (ts, deployment, model_name, code, status) "
-                    "DO UPDATE SET count = count + excluded.count",
+                    "DO UPDATE SET count = rejections.count + excluded.count",
                     [(*key, n) for key, n in buckets.items()],
                 )
         except sqlite3.Error:
@@ -422,6 +443,8 @@ class AuditLog(Reads):
     # -- housekeeping (a server's maintenance thread) ---------------------------
 
     def wal_bytes(self) -> int:
+        if not isinstance(self.path, Path):  # PostgreSQL manages its own
+            return 0
         wal = self.path.with_name(self.path.name + "-wal")
         return wal.stat().st_size if wal.exists() else 0
 

@@ -74,14 +74,15 @@ def _key_problem(log: AuditLog) -> str | None:
     )
 
 
-def verify(name: str | None = None) -> VerifyReport:
+def verify(name: str | None = None, *, log: AuditLog | None = None) -> VerifyReport:
     """Check every prediction record, feedback label and alert of the log.
 
     Reports edited, reordered, deleted and (with ``NBDEPLOY_AUDIT_KEY``) forged entries,
     and, through the anchor, deleted newest entries. ``name`` (a model or deployment)
-    counts only its entries and the breaks from its first one on.
+    counts only its entries and the breaks from its first one on. ``log``: another log
+    than this home's (``nbdeploy audit migrate`` checks both sides).
     """
-    log = shared()
+    log = log or shared()
     breaks: list[Break] = []
     problem = _key_problem(log)
     if problem:

@@ -110,6 +110,7 @@ class App:
         rate_limit: float = 0.0,
         body_timeout_s: float = 30.0,
         writer: Executor | None = None,
+        counters: Callable[[Metrics, dict[str, int]], tuple[Metrics, dict[str, int]]] | None = None,
     ) -> None:
         """``allowed_hosts``: Host header names accepted (None: any); ``writer``: the
         thread that writes to the audit log (None: write inline)."""
@@ -117,6 +118,8 @@ class App:
         self.router = router or Router(predictor, [])
         self.shadows = shadows
         self.on_change = on_change
+        #: adds the other workers' counters to this one's (``--workers N``)
+        self.counters = counters
         self.token = f"Bearer {token}".encode() if token else None
         self.follower = follower
         self.max_body, self.max_rows = max_body_bytes, max_rows
@@ -189,6 +192,11 @@ class App:
         predictors = self.router.predictors()
         return {key: sum(p.stats[key] for p in predictors) for key in ("batches", "predictions")}
 
+    def totals(self) -> tuple[Metrics, dict[str, int]]:
+        """This process's counters, or every worker's when the deployment has several."""
+        stats = self._stats()
+        return self.counters(self.metrics, stats) if self.counters else (self.metrics, stats)
+
     def _count_rejection(self, exc: HttpError) -> None:
         """Queue a rejection count; one commit per 0.2 s writes them, so a flood of bad
         requests costs the event loop one transaction, not one per request."""
@@ -254,7 +262,8 @@ class App:
         if path in ("/health", "/ping", "/v2/health/live", "/v2/health/ready"):
             return 200, orjson.dumps({"status": "ready"}), _JSON
         if path == "/metrics":
-            text = self.metrics.render(self.model, self._stats())
+            metrics, stats = self.totals()
+            text = metrics.render(self.model, stats)
             return 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")]
         if path == "/info":
             return 200, orjson.dumps(self.info()), _JSON
@@ -276,7 +285,8 @@ class App:
 
     def info(self) -> dict[str, Any]:
         model = self.model
-        counts = self.metrics.counts()
+        metrics, stats = self.totals()
+        counts = metrics.counts()
         return {
             "status": "ready",
             "deployment": self.predictor.deployment,
@@ -288,7 +298,7 @@ class App:
             "started": self.started,
             "requests": counts["requests"],
             "rejected": counts["rejected"],
-            "predictions": self._stats()["predictions"],
+            "predictions": stats["predictions"],
             "warnings": model.warnings
             + (
                 [f"alias follow: {self.follower.last_error}"]

@@ -38,6 +38,30 @@ class Metrics:
             "rejected": sum(self.errors.values()),
         }
 
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as JSON-able values (what a worker shares with the others)."""
+        return {
+            "requests": [[route, status, n] for (route, status), n in self.requests.items()],
+            "errors": dict(self.errors),
+            "buckets": list(self.buckets),
+            "seconds": self.seconds,
+            "observed": self.observed,
+        }
+
+    @classmethod
+    def total(cls, snapshots: list[dict[str, Any]]) -> Metrics:
+        """The sum of several snapshots (every worker of one deployment)."""
+        total = cls()
+        for snap in snapshots:
+            for route, status, n in snap.get("requests", []):
+                total.requests[(route, int(status))] += int(n)
+            total.errors.update({k: int(v) for k, v in snap.get("errors", {}).items()})
+            for i, n in enumerate(snap.get("buckets", [])[: len(total.buckets)]):
+                total.buckets[i] += int(n)
+            total.seconds += float(snap.get("seconds", 0.0))
+            total.observed += int(snap.get("observed", 0))
+        return total
+
     def render(self, model: Any, stats: dict[str, int]) -> str:
         lines = [
             "# HELP nbdeploy_requests_total HTTP requests by route and status.",

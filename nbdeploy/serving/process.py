@@ -59,7 +59,7 @@ def _known_names() -> list[str]:
 
 def write_state(name: str, state: dict[str, Any]) -> None:
     """Atomically (re)write a deployment's state file."""
-    tmp = _state_path(name).with_suffix(".tmp")
+    tmp = _state_path(name).with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, _state_path(name))
 
@@ -152,10 +152,13 @@ def serve(
     fallback: Any = None,
     trust_unverified: bool = False,
     runtime: str = "native",
+    workers: int = 1,
 ) -> Deployment:
     """Start a model server in the background and wait until it answers.
 
     ``runtime="onnx"`` answers through onnxruntime on the model's ONNX conversion.
+    ``workers`` > 1 runs that many serving processes behind the one port; the
+    deployment's ``pid`` is then their supervisor's, and stopping it stops them all.
     """
     from nbdeploy import registry
 
@@ -167,6 +170,8 @@ def serve(
     mv = registry.resolve(ref)  # a wrong ref fails here, in the notebook, not in a child
     for other in (*shadow, *split, *([fallback] if registry.is_ref(fallback) else [])):
         registry.resolve(other)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DeploymentError(f"workers must be a whole number >= 1, not {workers!r}")
     if threshold is not None and not 0 < threshold <= 1:
         raise DeploymentError("threshold is a probability: give a number in (0, 1]")
     name = names.check(mv.name if name is None else name, "deployment")
@@ -196,6 +201,8 @@ def serve(
         command.append("--trust-unverified")
     if runtime != "native":
         command += ["--runtime", runtime]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     expected = registry.manifest_sha(mv)
     if expected:  # fetched and verified here, so the server starts without the registry
         registry.fetch_model(mv)

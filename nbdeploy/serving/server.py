@@ -250,11 +250,16 @@ def run(
     trust_unverified: bool = False,
     resolved: str | None = None,
     runtime: str = "native",
+    workers: int = 1,
+    worker: str | None = None,
+    argv: list[str] | None = None,
 ) -> None:
     """Serve ``ref`` in the foreground until interrupted.
 
     ``resolved`` ("VERSION:MANIFEST_SHA") is how ``nd.serve`` hands over the version it
     already resolved and fetched, so that the first answer needs no registry call.
+    With ``workers`` > 1 this process supervises that many copies of the command
+    ``argv`` (see ``workers.py``); ``worker`` is how such a copy learns its socket.
     """
     import uvicorn
 
@@ -262,7 +267,13 @@ def run(
     token = token if token is not None else s.token
     sys.stdout = _Redacted(sys.stdout, token)
     sys.stderr = _Redacted(sys.stderr, token)
-    name_lock = hold_name(name or _default_name(ref))  # noqa: F841 (held until exit)
+    if workers > 1 and worker is None:
+        from nbdeploy.serving.workers import supervise
+
+        supervise(list(argv or []), name or _default_name(ref), host, port, workers)
+        return
+    # a worker's supervisor holds the name; a lone server holds it itself until exit
+    name_lock = None if worker else hold_name(name or _default_name(ref))  # noqa: F841
     dep = ServerSetup(
         ref,
         name=name,
@@ -274,19 +285,30 @@ def run(
         resolved=resolved,
         runtime=runtime,
     )
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise DeploymentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
+    link = None
+    if worker:
+        from nbdeploy.serving.workers import WorkerLink
+
+        link = WorkerLink(worker, dep.name)
+        sock = link.sock
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DeploymentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sock.listen(2048)
     real_port = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
     config.ensure_home()
 
     def publish() -> None:
-        write_state(dep.name, dep.state(url, host, real_port))
+        state = dep.state(url, host, real_port)
+        if link:  # the supervisor writes the one state file of the deployment
+            link.report(state)
+        else:
+            write_state(dep.name, state)
 
     for follower in dep.followers:  # nd.deployments() shows the version that answers now
         follower.on_swap = publish
@@ -314,7 +336,11 @@ def run(
         rate_limit=s.rate_limit,
         body_timeout_s=s.body_timeout_s,
         writer=dep.writer,
+        counters=link.totals if link else None,
     )
+    if link:
+        link.start_snapshots(lambda: (app.metrics, app._stats()))
+        link.watch_supervisor()
     publish()
     print(
         f"nbdeploy: serving {ref} (version {dep.primary.current.version.version}) at {url}",
@@ -323,7 +349,8 @@ def run(
     try:  # alert rules on a timer (NBDEPLOY_ALERT_INTERVAL_S); never in the way of serving
         from nbdeploy.monitoring.alerting import start_timer
 
-        start_timer(dep.name)
+        if link is None or link.index == 0:  # one deployment, one timer
+            start_timer(dep.name)
     except Exception as exc:
         print(f"nbdeploy: alert timer not started: {exc}", flush=True)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
