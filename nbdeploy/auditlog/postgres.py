@@ -42,6 +42,9 @@ _TYPES = [
 ]  # fmt: skip
 _TABLES = re.compile(r"SELECT\s+name\s+FROM\s+sqlite_master\b[^;]*", re.I)
 _OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\b", re.I)
+# SQLite's unary + on a column (``+model_name = ?``) only steers its planner away from an
+# index; PostgreSQL has no unary + for text, and its planner needs no such hint.
+_INDEX_HINT = re.compile(r"(?<=[\s(])\+(?=[A-Za-z_])")
 
 
 def is_url(target: object) -> bool:
@@ -67,6 +70,7 @@ def translate(sql: str) -> str:
     if sql.lstrip().upper().startswith("CREATE TABLE"):
         for pattern, replacement in _TYPES:
             sql = pattern.sub(replacement, sql)
+    sql = _INDEX_HINT.sub("", sql)
     return sql.replace("%", "%%").replace("?", "%s")
 
 
