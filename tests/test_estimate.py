@@ -119,3 +119,22 @@ def test_weighting_corrects_a_shift_that_fools_calibration():
         weighted_err.append(abs(w.value - real))
         plain_err.append(abs(p.value - real))
     assert np.mean(weighted_err) < 0.6 * np.mean(plain_err)
+
+
+def test_the_report_of_a_version_promoted_before_its_first_request(
+    served, churn_data, churn_models
+):
+    """A new champion with no traffic yet (the server just followed the alias) has
+    nothing to estimate: the monitor's report shows the rest instead of failing."""
+    from nbdeploy.monitoring import report
+    from tests.conftest import eventually
+
+    X, y, X_test, y_test = churn_data
+    served.predict(X_test.head(5))  # v1's traffic only
+    v2 = nd.register(churn_models[1], "churn", X, y)
+    nd.test(v2, X_test, y_test)
+    nd.promote(v2, to="champion", force=True)
+    eventually(lambda: nd.deployments()["version"].tolist() == [2])
+    assert "Drift" in report("churn", "1h").to_html()
+    weights = estimation.density_ratio(np.ones((5, 2)), np.empty((0, 2)))
+    assert weights.tolist() == [1.0] * 5

@@ -144,6 +144,9 @@ def test_the_panel_shows_promotes_monitors_and_stops(browser, lab):
         assert wait_until(lambda: nd.deployments().empty)
         deployment.wait_for(state="detached", timeout=15_000)
         assert not errors, errors
+    except Exception:
+        page.screenshot(path=str(shot("lab-panel-failure.png")))
+        raise
     finally:
         page.close()
 

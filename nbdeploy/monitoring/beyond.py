@@ -120,6 +120,8 @@ def _estimates(w: Window, version: logged.Version, frame: pd.DataFrame) -> pd.Da
     groups = list(frame.groupby(metrics.buckets(w, 6).loc[frame.index]).groups.items())
     for bucket, idx in [*groups, ("all", frame.index)]:
         part = frame.loc[idx]
+        if part.empty:  # e.g. a version just promoted, not yet answering: nothing to estimate
+            continue
         # per bucket plain calibration (cheap); the whole window also weighted by density
         est = _estimate(w.name, version, part, holdout, weighted=bucket == "all")
         row: dict[str, Any] = {"bucket": bucket, "rows": len(part), "labelled": est.labelled}
@@ -128,6 +130,8 @@ def _estimates(w: Window, version: logged.Version, frame: pd.DataFrame) -> pd.Da
             row[f"{metric} 95% low"], row[f"{metric} 95% high"] = e.ci_low, e.ci_high
             row[f"realized {metric}"] = est.realized.get(metric, math.nan)
         rows.append(row)
+    if not rows:  # no traffic of this version in the window yet
+        return pd.DataFrame(columns=["rows", "labelled"]).rename_axis("bucket")
     return pd.DataFrame(rows).set_index("bucket")
 
 

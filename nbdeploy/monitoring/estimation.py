@@ -87,6 +87,8 @@ def density_ratio(ref_x: np.ndarray, cur_x: np.ndarray) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
 
     # a few thousand rows per side fit a linear domain classifier as well as all of them
+    if len(ref_x) == 0 or len(cur_x) == 0:
+        return np.ones(len(ref_x))  # nothing to tell the two apart: no reweighting
     rng = np.random.default_rng(0)
     fit_r = ref_x[rng.permutation(len(ref_x))[:MAX_FIT_ROWS]]
     fit_c = cur_x[rng.permutation(len(cur_x))[:MAX_FIT_ROWS]]
