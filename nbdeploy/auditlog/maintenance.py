@@ -60,7 +60,7 @@ class Maintenance(threading.Thread):
         from nbdeploy.auditlog.store import AuditLog
 
         s = self.settings
-        log = AuditLog(self.path, maintained=False, settings=s, busy_timeout_s=0.05)
+        log: AuditLog | None = None
         last_anchor = last_retention = last_checkpoint = -math.inf  # all due at once
         # PostgreSQL keeps its own write-ahead log: only SQLite's needs checkpoints here
         wal = isinstance(self.path, Path)
@@ -69,6 +69,9 @@ class Maintenance(threading.Thread):
                 return  # the log was removed (a test's home): nothing left to keep
             now = time.monotonic()
             try:
+                if log is None:
+                    # opening sets pragmas, which can meet a writer's lock: try next tick
+                    log = AuditLog(self.path, maintained=False, settings=s, busy_timeout_s=0.05)
                 size = log.wal_bytes() if self.serving and wal else 0
                 full = size > wal_reset_bytes(s)
                 if self.serving and wal and (full or now - last_checkpoint >= 1.0):
