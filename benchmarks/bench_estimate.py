@@ -111,23 +111,28 @@ def synthetic(kind: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def nbdeploy_chunks(ref: pd.DataFrame, ana: pd.DataFrame, chunk: int, weighted: bool) -> dict:
+    """Prepared once on the reference, then estimated chunk by chunk, as CBPE's fit and
+    estimate; imports happen before the clock starts, as in NannyML's script."""
+    import sklearn.isotonic  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+
     from nbdeploy.monitoring import estimation
 
     features = [c for c in ref.columns if c not in ("y_true", "y_pred_proba", "y_pred")]
     started = time.perf_counter()
+    encoder = estimation.Encoder({c: ref[c].to_numpy() for c in features}) if weighted else None
+    reference = estimation.ClassifierReference(
+        ref["y_pred_proba"].to_numpy(float), ref["y_pred"].to_numpy(int),
+        ref["y_true"].to_numpy(int),
+        encoder.transform({c: ref[c].to_numpy() for c in features}) if encoder else None,
+    )  # fmt: skip
     values, lows, highs = [], [], []
     for start in range(0, len(ana), chunk):
         part = ana.iloc[start : start + chunk]
-        ref_x = cur_x = None
-        if weighted:
-            ref_x, cur_x = estimation.encode(
-                {c: ref[c].to_numpy() for c in features}, {c: part[c].to_numpy() for c in features}
-            )
-        est = estimation.classifier(
-            ref["y_pred_proba"].to_numpy(float), ref["y_pred"].to_numpy(int),
-            ref["y_true"].to_numpy(int), part["y_pred_proba"].to_numpy(float),
-            part["y_pred"].to_numpy(int), ref_x, cur_x, n_sim=0,
-        )["accuracy"]  # fmt: skip
+        cur_x = encoder.transform({c: part[c].to_numpy() for c in features}) if encoder else None
+        est = reference.estimate(
+            part["y_pred_proba"].to_numpy(float), part["y_pred"].to_numpy(int), cur_x, n_sim=0
+        )["accuracy"]
         values.append(est.value)
         lows.append(est.ci_low)
         highs.append(est.ci_high)

@@ -106,7 +106,7 @@ def _estimates(w: Window, version: logged.Version, frame: pd.DataFrame) -> pd.Da
 
     from nbdeploy import registry
     from nbdeploy.monitoring import metrics
-    from nbdeploy.monitoring.estimate import _estimate
+    from nbdeploy.monitoring.estimate import Estimator
 
     holdout = registry.load_holdout(registry.resolve(version.ref))
     if holdout is None:
@@ -116,22 +116,21 @@ def _estimates(w: Window, version: logged.Version, frame: pd.DataFrame) -> pd.Da
         )
     same = (frame["model_name"] == version.name) & (frame["model_version"] == version.version)
     frame = frame[same]
+    if frame.empty:  # e.g. a version just promoted, not yet answering: nothing to estimate
+        return pd.DataFrame(columns=["rows", "labelled"]).rename_axis("bucket")
     rows = []
+    estimator = Estimator(w.name, version, holdout, frame)
     groups = list(frame.groupby(metrics.buckets(w, 6).loc[frame.index]).groups.items())
     for bucket, idx in [*groups, ("all", frame.index)]:
         part = frame.loc[idx]
-        if part.empty:  # e.g. a version just promoted, not yet answering: nothing to estimate
-            continue
         # per bucket plain calibration (cheap); the whole window also weighted by density
-        est = _estimate(w.name, version, part, holdout, weighted=bucket == "all")
+        est = estimator.estimate(part, weighted=bucket == "all")
         row: dict[str, Any] = {"bucket": bucket, "rows": len(part), "labelled": est.labelled}
         for metric, e in est.estimates().items():
             row[f"estimated {metric}"] = e.value
             row[f"{metric} 95% low"], row[f"{metric} 95% high"] = e.ci_low, e.ci_high
             row[f"realized {metric}"] = est.realized.get(metric, math.nan)
         rows.append(row)
-    if not rows:  # no traffic of this version in the window yet
-        return pd.DataFrame(columns=["rows", "labelled"]).rename_axis("bucket")
     return pd.DataFrame(rows).set_index("bucket")
 
 

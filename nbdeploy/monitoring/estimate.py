@@ -101,98 +101,124 @@ def estimate(name: str, since: Any = None, *, weighted: bool = True) -> Performa
             f"{version.ref} has no held-out data to calibrate on; run nd.test({version.ref!r}, "
             "X_holdout, y_holdout) on labelled data the model was not trained on, then retry"
         )
-    return _estimate(name, version, frame, holdout, weighted=weighted)
+    return Estimator(name, version, holdout, frame).estimate(frame, weighted=weighted)
 
 
-def _features(version: logged.Version, holdout: pd.DataFrame, frame: pd.DataFrame) -> tuple:
-    from nbdeploy.monitoring.estimation import encode
+class Estimator:
+    """A version's held-out data prepared once (calibration, encoded features, loss
+    models), then any number of windows of its logged rows estimated against it: the
+    monitor estimates every time bucket with one."""
 
-    usable = [c for c in version.features if c not in version.pii and c in holdout]
-    current: dict[str, Any] = {}
-    for c in usable:
-        logged_name = f"feature.{c}" if f"feature.{c}" in frame else c
-        current[c] = frame[logged_name].to_numpy() if logged_name in frame else None
-    usable = [c for c in usable if current[c] is not None]
-    if not usable:
-        return None, None
-    return encode({c: holdout[c].to_numpy() for c in usable}, {c: current[c] for c in usable})
+    def __init__(
+        self, name: str, version: logged.Version, holdout: pd.DataFrame, frame: pd.DataFrame
+    ) -> None:
+        from nbdeploy.monitoring import estimation
 
+        self.name, self.version = name, version
+        notes = [f"{len(holdout)} held-out rows from nd.test calibrate the estimate"]
+        if version.pii:
+            notes.append(f"left out of the density ratio (pii): {', '.join(sorted(version.pii))}")
+        # the features the log keeps in usable form, under their logged names
+        self.logged_as: dict[str, str] = {}
+        for c in version.features:
+            if c in version.pii or c not in holdout:
+                continue
+            for logged_name in (f"feature.{c}", c):
+                if logged_name in frame:
+                    self.logged_as[c] = logged_name
+                    break
+        reference = {c: holdout[c].to_numpy() for c in self.logged_as}
+        self.encoder = estimation.Encoder(reference) if reference else None
+        ref_x = self.encoder.transform(reference) if self.encoder else None
+        self.regressor: estimation.RegressorReference | None = None
+        self.classifier: estimation.ClassifierReference | None = None
+        if version.task == "regression":
+            if ref_x is None:
+                ref_x = np.zeros((len(holdout), 1))
+            self.regressor = estimation.RegressorReference(
+                ref_x, holdout["__prediction__"].to_numpy(float),
+                holdout["__label__"].to_numpy(float),
+            )  # fmt: skip
+            notes.append("regression: direct loss estimation (models of |error| and error²)")
+            self.notes = tuple(notes)
+            return
+        self.classes = [
+            c[len("__proba_") : -2] for c in holdout.columns if c.startswith("__proba_")
+        ]
+        if not self.classes or not any(c.startswith("proba_") for c in frame.columns):
+            raise NbdeployError(
+                f"{version.ref} gives no class probabilities, so its accuracy cannot be "
+                "estimated without labels; register a model with predict_proba (e.g. wrap it "
+                "in sklearn's CalibratedClassifierCV)"
+            )
+        self.binary = len(self.classes) == 2
+        ref_truth = np.array(logged.label_text(holdout["__label__"]), dtype=object)
+        ref_pred = np.array(logged.label_text(holdout["__prediction__"]), dtype=object)
+        ref_proba = holdout[[f"__proba_{c}__" for c in self.classes]].to_numpy(float)
+        if self.binary:
+            self.positive = logged.label_text([self.classes[-1]])[0]
+            self.classifier = estimation.ClassifierReference(
+                ref_proba[:, 1], (ref_pred == self.positive).astype(int),
+                (ref_truth == self.positive).astype(int), ref_x,
+            )  # fmt: skip
+        else:
+            self.classifier = estimation.ClassifierReference(
+                ref_proba.max(axis=1), ref_pred, ref_truth, ref_x, binary=False
+            )
+            notes.append("multiclass: accuracy is estimated; F1 and ROC-AUC only for binary models")
+        self.notes = tuple(notes)
 
-def _estimate(
-    name: str,
-    version: logged.Version,
-    frame: pd.DataFrame,
-    holdout: pd.DataFrame,
-    *,
-    weighted: bool = True,
-) -> PerformanceEstimate:
-    from nbdeploy.monitoring import estimation
+    def _features(self, frame: pd.DataFrame) -> np.ndarray | None:
+        if self.encoder is None:
+            return None
+        return self.encoder.transform({c: frame[n].to_numpy() for c, n in self.logged_as.items()})
 
-    notes = [f"{len(holdout)} held-out rows from nd.test calibrate the estimate"]
-    if version.pii:
-        notes.append(f"left out of the density ratio (pii): {', '.join(sorted(version.pii))}")
-    ref_x, cur_x = _features(version, holdout, frame) if weighted else (None, None)
-    labels = frame.get("label")
-    known = labels.notna().to_numpy() if labels is not None else np.zeros(len(frame), bool)
-    common: dict[str, Any] = {
-        "name": name,
-        "ref": version.ref,
-        "rows": len(frame),
-        "labelled": int(known.sum()),
-    }
-    if version.task == "regression":
-        ref_pred = holdout["__prediction__"].to_numpy(float)
-        cur_pred = frame["prediction"].to_numpy(float)
-        if ref_x is None:
-            ref_x, cur_x = np.zeros((len(holdout), 1)), np.zeros((len(frame), 1))
-        est = estimation.regressor(
-            ref_x, ref_pred, holdout["__label__"].to_numpy(float), cur_x, cur_pred,
-            weight=weighted,
-        )  # fmt: skip
-        measured: dict[str, float] = {}
-        if known.sum() >= 10:
-            err = cur_pred[known] - labels[known].to_numpy(float)
-            measured = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
-        notes.append("regression: direct loss estimation (models of |error| and error²)")
-        return PerformanceEstimate(task="regression", mae=est["mae"], rmse=est["rmse"],
-                                   realized=measured, notes=tuple(notes), **common)  # fmt: skip
-    classes = [c[len("__proba_") : -2] for c in holdout.columns if c.startswith("__proba_")]
-    if not classes or not any(c.startswith("proba_") for c in frame.columns):
-        raise NbdeployError(
-            f"{version.ref} gives no class probabilities, so its accuracy cannot be estimated "
-            "without labels; register a model with predict_proba (e.g. wrap it in "
-            "sklearn's CalibratedClassifierCV)"
+    def estimate(self, frame: pd.DataFrame, *, weighted: bool = True) -> PerformanceEstimate:
+        """Estimates for ``frame`` (logged rows of this version); ``weighted=False``:
+        plain calibration, no density ratio."""
+        labels = frame.get("label")
+        known = labels.notna().to_numpy() if labels is not None else np.zeros(len(frame), bool)
+        common: dict[str, Any] = {
+            "name": self.name,
+            "ref": self.version.ref,
+            "rows": len(frame),
+            "labelled": int(known.sum()),
+            "notes": self.notes,
+        }
+        if self.regressor is not None:
+            cur_pred = frame["prediction"].to_numpy(float)
+            cur_x = self._features(frame)  # the loss models read them, weighted or not
+            if cur_x is None:
+                cur_x = np.zeros((len(frame), self.regressor.features.shape[1]))
+            est = self.regressor.estimate(cur_x, cur_pred, weight=weighted)
+            measured: dict[str, float] = {}
+            if known.sum() >= 10 and labels is not None:
+                err = cur_pred[known] - labels[known].to_numpy(float)
+                measured = {"mae": float(np.abs(err).mean()),
+                            "rmse": float(np.sqrt((err**2).mean()))}  # fmt: skip
+            return PerformanceEstimate(task="regression", mae=est["mae"], rmse=est["rmse"],
+                                       realized=measured, **common)  # fmt: skip
+        assert self.classifier is not None
+        cur_x = self._features(frame) if weighted else None
+        cur_pred = np.array(logged.label_text(frame["prediction"]), dtype=object)
+        cur_proba = frame[[f"proba_{c}" for c in self.classes]].to_numpy(float)
+        if self.binary:
+            est = self.classifier.estimate(
+                cur_proba[:, 1], (cur_pred == self.positive).astype(int), cur_x
+            )
+        else:
+            est = self.classifier.estimate(cur_proba.max(axis=1), cur_pred, cur_x)
+        realized: dict[str, float] = {}
+        if known.sum() >= 10 and labels is not None:
+            from nbdeploy.monitoring.metrics import _classification
+
+            realized = {k: v for k, v in _classification(frame[known], labels[known]).items()
+                        if v == v}  # fmt: skip
+        return PerformanceEstimate(
+            task="binary" if self.binary else "multiclass",
+            accuracy=est["accuracy"],
+            f1=est.get("f1"),
+            roc_auc=est.get("roc_auc"),
+            realized=realized,
+            **common,
         )
-    binary = len(classes) == 2
-    ref_truth = np.array(logged.label_text(holdout["__label__"]), dtype=object)
-    ref_pred = np.array(logged.label_text(holdout["__prediction__"]), dtype=object)
-    cur_pred = np.array(logged.label_text(frame["prediction"]), dtype=object)
-    ref_proba = holdout[[f"__proba_{c}__" for c in classes]].to_numpy(float)
-    cur_proba = frame[[f"proba_{c}" for c in classes]].to_numpy(float)
-    if binary:
-        pos = logged.label_text([classes[-1]])[0]
-        est = estimation.classifier(
-            ref_proba[:, 1], (ref_pred == pos).astype(int), (ref_truth == pos).astype(int),
-            cur_proba[:, 1], (cur_pred == pos).astype(int), ref_x, cur_x,
-        )  # fmt: skip
-    else:
-        est = estimation.classifier(
-            ref_proba.max(axis=1), ref_pred, ref_truth, cur_proba.max(axis=1), cur_pred,
-            ref_x, cur_x, binary=False,
-        )  # fmt: skip
-        notes.append("multiclass: accuracy is estimated; F1 and ROC-AUC only for binary models")
-    realized: dict[str, float] = {}
-    if known.sum() >= 10 and labels is not None:
-        from nbdeploy.monitoring.metrics import _classification
-
-        realized = {k: v for k, v in _classification(frame[known], labels[known]).items()
-                    if v == v}  # fmt: skip
-    return PerformanceEstimate(
-        task="binary" if binary else "multiclass",
-        accuracy=est["accuracy"],
-        f1=est.get("f1"),
-        roc_auc=est.get("roc_auc"),
-        realized=realized,
-        notes=tuple(notes),
-        **common,
-    )

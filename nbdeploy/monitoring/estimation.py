@@ -57,29 +57,63 @@ class Estimate:
 NAN = Estimate(math.nan, math.nan, math.nan)
 
 
+class Encoder:
+    """Features as numbers for the domain classifier, fitted once on the reference:
+    standardized numeric columns (+ squares, + missing flags where the reference has
+    gaps) and one-hot top categories. Fitting on the reference alone lets it be encoded
+    once and every analysis chunk be compared with it."""
+
+    def __init__(self, ref: dict[str, np.ndarray]) -> None:
+        self.numeric: dict[str, tuple[float, float, bool]] = {}
+        self.categories: dict[str, np.ndarray] = {}
+        for name, column in ref.items():
+            a = np.asarray(column)
+            if a.dtype.kind in "fiub":
+                a = a.astype(float)
+                mu, sd = float(np.nanmean(a)) if len(a) else 0.0, float(np.nanstd(a)) or 1.0
+                self.numeric[name] = (0.0 if mu != mu else mu, sd, bool(np.isnan(a).any()))
+            else:
+                # hashing, not sorting strings: pandas' factorize is the fast way
+                codes, values = _factorize(a)
+                counts = np.bincount(codes[codes >= 0], minlength=len(values))
+                self.categories[name] = np.asarray(values)[np.argsort(-counts, kind="stable")[:20]]
+
+    def transform(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        parts = []
+        n = len(next(iter(columns.values()))) if columns else 0
+        for name, (mu, sd, flag) in self.numeric.items():
+            a = _as_float(columns[name])
+            z = np.nan_to_num((a - mu) / sd)
+            parts += [z, z**2 / 4] + ([np.isnan(a).astype(float)] if flag else [])
+        for name, top in self.categories.items():
+            codes, values = _factorize(np.asarray(columns[name]))
+            lookup = {v: i for i, v in enumerate(values)}
+            for v in top:  # compare small integer codes, not strings
+                i = lookup.get(v)
+                parts.append(codes == i if i is not None else np.zeros(n, bool))
+        return np.column_stack(parts).astype(float) if parts else np.zeros((n, 0))
+
+
+def _factorize(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    codes, values = pd.factorize(np.asarray(a, dtype=object))
+    return codes, np.asarray(values, dtype=object)
+
+
+def _as_float(column: np.ndarray) -> np.ndarray:
+    a = np.asarray(column)
+    if a.dtype.kind in "fiub":
+        return a.astype(float)
+    import pandas as pd  # a numeric reference column that arrives as objects
+
+    return pd.to_numeric(pd.Series(a), errors="coerce").to_numpy(float)
+
+
 def encode(ref: dict[str, np.ndarray], cur: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Standardized numeric columns (+ squares, + missing flags) and one-hot top
-    categories, fitted on both samples so neither dominates the scaling."""
-    ref_parts, cur_parts = [], []
-    for name in ref:
-        a, b = np.asarray(ref[name]), np.asarray(cur[name])
-        if a.dtype.kind in "fiub" and b.dtype.kind in "fiub":
-            a, b = a.astype(float), b.astype(float)
-            both = np.concatenate([a, b])
-            mu, sd = np.nanmean(both), np.nanstd(both) or 1.0
-            za, zb = np.nan_to_num((a - mu) / sd), np.nan_to_num((b - mu) / sd)
-            ref_parts += [za, za**2 / 4]
-            cur_parts += [zb, zb**2 / 4]
-            if np.isnan(both).any():
-                ref_parts.append(np.isnan(a).astype(float))
-                cur_parts.append(np.isnan(b).astype(float))
-        else:
-            a, b = a.astype(str), b.astype(str)
-            values, counts = np.unique(np.concatenate([a, b]), return_counts=True)
-            for v in values[np.argsort(-counts)][:20]:
-                ref_parts.append((a == v).astype(float))
-                cur_parts.append((b == v).astype(float))
-    return np.column_stack(ref_parts), np.column_stack(cur_parts)
+    """Both samples encoded by an :class:`Encoder` fitted on the reference."""
+    encoder = Encoder(ref)
+    return encoder.transform(ref), encoder.transform(cur)
 
 
 def density_ratio(ref_x: np.ndarray, cur_x: np.ndarray) -> np.ndarray:
@@ -150,6 +184,81 @@ def _f1(tp: float, fp: float, fn: float) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else math.nan
 
 
+class ClassifierReference:
+    """The labelled held-out data, prepared once for any number of analysis chunks:
+    the plain calibration, each row's residual, and the encoded features.
+
+    Binary: ``score`` is P(positive), ``pred`` and ``y`` are 0/1. Multiclass: ``score``
+    is the top-class probability, ``pred == y`` is correctness. ``x``: encoded features
+    for the density ratio (None: no weighting, plain calibration).
+    """
+
+    def __init__(
+        self,
+        score: np.ndarray,
+        pred: np.ndarray,
+        y: np.ndarray,
+        x: np.ndarray | None = None,
+        *,
+        binary: bool = True,
+    ) -> None:
+        self.score, self.binary = np.asarray(score, float), binary
+        pred = np.asarray(pred)
+        self.y = np.asarray(y)
+        correct = (pred == self.y).astype(float)
+        if binary:
+            self.plain = _isotonic(self.score, self.y.astype(float), None)
+            p = self.plain.predict(self.score)  # type: ignore[attr-defined]
+            c = np.where(pred == 1, p, 1 - p)
+        else:
+            self.plain = _isotonic(self.score, correct, None)
+            c = self.plain.predict(self.score)  # type: ignore[attr-defined]
+        self.residual = correct - c
+        # the score's logit is a feature of the density ratio too
+        self.x = None if x is None else np.hstack([x, _logit(self.score)[:, None] / 4])
+
+    def estimate(
+        self,
+        score: np.ndarray,
+        pred: np.ndarray,
+        x: np.ndarray | None = None,
+        *,
+        n_sim: int = 200,
+        seed: int = 0,
+    ) -> dict[str, Estimate]:
+        """Accuracy (and, when binary, F1 and ROC-AUC) of one chunk of served rows."""
+        score, pred = np.asarray(score, float), np.asarray(pred)
+        if self.x is not None and x is not None:
+            w = density_ratio(self.x, np.hstack([x, _logit(score)[:, None] / 4]))
+        else:
+            w = np.ones(len(self.score))
+        p_cur = self.plain.predict(score)  # type: ignore[attr-defined]
+        c_cur = np.where(pred == 1, p_cur, 1 - p_cur) if self.binary else p_cur
+        n = len(c_cur)
+        correction, var = _correction(w, self.residual)
+        value = float(c_cur.mean()) + correction
+        var += np.sum(c_cur * (1 - c_cur)) / n**2
+        half = Z * math.sqrt(var)
+        out = {"accuracy": Estimate(value, max(value - half, 0.0), min(value + half, 1.0))}
+        if not self.binary:
+            return out
+        weighted = _isotonic(self.score, self.y.astype(float), w)
+        p = weighted.predict(score)  # type: ignore[attr-defined]
+        tp, fp, fn = (p * pred).sum(), ((1 - p) * pred).sum(), (p * (1 - pred)).sum()
+        f1, auc = _f1(tp, fp, fn), _expected_auc(p, score)
+        f1s, aucs = [], []
+        groups = score_groups(score)
+        rng = np.random.default_rng(seed)
+        for _ in range(n_sim):  # the realized metric's spread when labels follow p
+            y = rng.random(n) < p
+            f1s.append(_f1((y & (pred == 1)).sum(), (~y & (pred == 1)).sum(),
+                           (y & (pred == 0)).sum()))  # fmt: skip
+            aucs.append(_sim_auc(y, groups))
+        out["f1"] = _interval(f1, np.asarray(f1s))
+        out["roc_auc"] = _interval(auc, np.asarray(aucs))
+        return out
+
+
 def classifier(
     ref_score: np.ndarray,
     ref_pred: np.ndarray,
@@ -163,54 +272,10 @@ def classifier(
     n_sim: int = 200,
     seed: int = 0,
 ) -> dict[str, Estimate]:
-    """Estimates of accuracy (and, when ``binary``, F1 and ROC-AUC) on the current rows.
-
-    Binary: ``*_score`` is P(positive), ``*_pred`` and ``ref_y`` are 0/1.
-    Multiclass: ``*_score`` is the top-class probability, ``*_pred == ref_y`` is
-    correctness. ``ref_x``/``cur_x``: encoded features for the density ratio (None: no
-    weighting, plain calibration).
-    """
-    rng = np.random.default_rng(seed)
-    ref_pred, cur_pred = np.asarray(ref_pred), np.asarray(cur_pred)
-    if ref_x is not None and cur_x is not None:
-        extra_r, extra_c = _logit(ref_score)[:, None] / 4, _logit(cur_score)[:, None] / 4
-        w = density_ratio(np.hstack([ref_x, extra_r]), np.hstack([cur_x, extra_c]))
-    else:
-        w = np.ones(len(ref_score))
-    correct_ref = (ref_pred == ref_y).astype(float)
-    if binary:
-        plain = _isotonic(ref_score, ref_y.astype(float), None)
-        weighted = _isotonic(ref_score, ref_y.astype(float), w)
-        p_ref = plain.predict(ref_score)  # type: ignore[attr-defined]
-        p_cur = plain.predict(cur_score)  # type: ignore[attr-defined]
-        c_ref = np.where(ref_pred == 1, p_ref, 1 - p_ref)
-        c_cur = np.where(cur_pred == 1, p_cur, 1 - p_cur)
-    else:
-        plain = _isotonic(ref_score, correct_ref, None)
-        c_ref = plain.predict(ref_score)  # type: ignore[attr-defined]
-        c_cur = plain.predict(cur_score)  # type: ignore[attr-defined]
-    n = len(c_cur)
-    residual = correct_ref - c_ref
-    correction, var = _correction(w, residual)
-    value = float(c_cur.mean()) + correction
-    var += np.sum(c_cur * (1 - c_cur)) / n**2
-    half = Z * math.sqrt(var)
-    out = {"accuracy": Estimate(value, max(value - half, 0.0), min(value + half, 1.0))}
-    if not binary:
-        return out
-    p = weighted.predict(cur_score)  # type: ignore[attr-defined]
-    tp, fp, fn = (p * cur_pred).sum(), ((1 - p) * cur_pred).sum(), (p * (1 - cur_pred)).sum()
-    f1, auc = _f1(tp, fp, fn), _expected_auc(p, cur_score)
-    f1s, aucs = [], []
-    groups = score_groups(cur_score)
-    for _ in range(n_sim):  # the realized metric's spread when labels follow p
-        y = rng.random(n) < p
-        f1s.append(_f1((y & (cur_pred == 1)).sum(), (~y & (cur_pred == 1)).sum(),
-                       (y & (cur_pred == 0)).sum()))  # fmt: skip
-        aucs.append(_sim_auc(y, groups))
-    out["f1"] = _interval(f1, np.asarray(f1s))
-    out["roc_auc"] = _interval(auc, np.asarray(aucs))
-    return out
+    """One chunk's estimates (see :class:`ClassifierReference`, which prepares the
+    reference once for many chunks)."""
+    reference = ClassifierReference(ref_score, ref_pred, ref_y, ref_x, binary=binary)
+    return reference.estimate(cur_score, cur_pred, cur_x, n_sim=n_sim, seed=seed)
 
 
 def score_groups(s: np.ndarray) -> tuple[np.ndarray, int]:
@@ -243,6 +308,54 @@ def _interval(value: float, draws: np.ndarray) -> Estimate:
     return Estimate(float(value), float(value + lo), float(value + hi))
 
 
+class RegressorReference:
+    """Direct loss estimation, prepared once: gradient-boosted models of |error| and
+    error² from the features and the prediction, fitted on the reference, with 2-fold
+    cross-fitted residuals for the weighted correction."""
+
+    def __init__(
+        self, features: np.ndarray, pred: np.ndarray, y: np.ndarray, *, seed: int = 0
+    ) -> None:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        self.features = features
+        xr = np.column_stack([features, pred])
+        err = np.asarray(y, float) - np.asarray(pred, float)
+        fold = np.random.default_rng(seed).random(len(err)) < 0.5
+        self.models, self.targets, self.residuals = {}, {}, {}
+        for metric, target in (("mae", np.abs(err)), ("rmse", err**2)):
+            model = HistGradientBoostingRegressor(max_iter=100, random_state=seed)
+            cross = np.empty(len(err))
+            for part in (fold, ~fold):  # each half predicted by a model that never saw it
+                cross[part] = model.fit(xr[~part], target[~part]).predict(xr[part])
+            self.models[metric] = HistGradientBoostingRegressor(max_iter=100, random_state=seed)
+            self.models[metric].fit(xr, target)
+            self.targets[metric], self.residuals[metric] = target, target - cross
+
+    def estimate(
+        self, features: np.ndarray, pred: np.ndarray, *, weight: bool = True
+    ) -> dict[str, Estimate]:
+        """MAE and RMSE of one chunk of served rows."""
+        xc = np.column_stack([features, pred])
+        n_ref = len(self.features)
+        w = density_ratio(self.features, features) if weight else np.ones(n_ref)
+        out = {}
+        for metric, model in self.models.items():
+            target = self.targets[metric]
+            cur = np.maximum(model.predict(xc), 0.0)
+            correction, spread = _correction(w, self.residuals[metric])
+            level: float = max(float(cur.mean()) + correction, 0.0)
+            # the chunk's own spread of losses plus the correction's uncertainty
+            spread += float(np.average((target - target.mean()) ** 2, weights=w)) / len(cur)
+            half = Z * math.sqrt(spread)
+            if metric == "rmse":  # an interval for the mean squared error, then its root
+                out[metric] = Estimate(math.sqrt(level), math.sqrt(max(level - half, 0.0)),
+                                       math.sqrt(level + half))  # fmt: skip
+            else:
+                out[metric] = Estimate(level, max(level - half, 0.0), level + half)
+        return out
+
+
 def regressor(
     ref_features: np.ndarray,
     ref_pred: np.ndarray,
@@ -253,31 +366,6 @@ def regressor(
     weight: bool = True,
     seed: int = 0,
 ) -> dict[str, Estimate]:
-    """Direct loss estimation of MAE and RMSE on the current rows."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    xr = np.column_stack([ref_features, ref_pred])
-    xc = np.column_stack([cur_features, cur_pred])
-    err = np.asarray(ref_y, float) - np.asarray(ref_pred, float)
-    w = density_ratio(ref_features, cur_features) if weight else np.ones(len(err))
-    rng = np.random.default_rng(seed)
-    fold = rng.random(len(err)) < 0.5
-    out = {}
-    for metric, target in (("mae", np.abs(err)), ("rmse", err**2)):
-        model = HistGradientBoostingRegressor(max_iter=100, random_state=seed)
-        cross = np.empty(len(err))
-        for part in (fold, ~fold):  # each half predicted by a model that never saw it
-            cross[part] = model.fit(xr[~part], target[~part]).predict(xr[part])
-        cur = np.maximum(model.fit(xr, target).predict(xc), 0.0)
-        residual = target - cross
-        correction, spread = _correction(w, residual)
-        level: float = max(float(cur.mean()) + correction, 0.0)
-        # the chunk's own spread of losses plus the correction's uncertainty
-        spread += float(np.average((target - target.mean()) ** 2, weights=w)) / len(cur)
-        half = Z * math.sqrt(spread)
-        if metric == "rmse":  # an interval for the mean squared error, then its root
-            out[metric] = Estimate(math.sqrt(level), math.sqrt(max(level - half, 0.0)),
-                                   math.sqrt(level + half))  # fmt: skip
-        else:
-            out[metric] = Estimate(level, max(level - half, 0.0), level + half)
-    return out
+    """One chunk's MAE and RMSE (see :class:`RegressorReference`)."""
+    reference = RegressorReference(ref_features, ref_pred, ref_y, seed=seed)
+    return reference.estimate(cur_features, cur_pred, weight=weight)

@@ -119,4 +119,17 @@ def label_text(values: Any) -> Any:
     """Labels and predictions as comparable text (1, 1.0 and "1" are one class)."""
     from nbdeploy.monitoring.metrics import label_text as one
 
-    return [None if v is None or v != v else one(v) for v in values]
+    # a window holds few distinct labels but many rows: convert each distinct one once
+    items = values.to_numpy(dtype=object) if hasattr(values, "to_numpy") else values
+    memo: dict[tuple[type, Any], str] = {}
+    out: list[str | None] = []
+    for v in items:
+        if v is None or v != v:
+            out.append(None)
+            continue
+        key = (type(v), v)
+        text = memo.get(key)
+        if text is None:
+            text = memo[key] = one(v)
+        out.append(text)
+    return out
