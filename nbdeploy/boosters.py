@@ -60,6 +60,80 @@ class NativeBooster:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
+class Recipe:
+    """A native booster's recipe without its trees: kind, training parameters, number
+    of rounds and class labels. What the retrain notebook refits: ``fit(X, y)`` trains
+    a new native booster of the same kind on new data and returns it, so it registers
+    (and serves) exactly as the version it replaces."""
+
+    def __init__(self, native: NativeBooster, *, seed: int | None = None) -> None:
+        raw, self.kind, self.classes = native.raw, native.kind, native.classes_
+        if self.kind == "xgboost":
+            conf = json.loads(raw.save_config())["learner"]
+            booster = conf["gradient_booster"]
+            # the tree parameters as trained; empty constraint lists are not parameters
+            params: dict[str, Any] = {
+                k: v for k, v in booster.get("tree_train_param", {}).items() if v not in ("", "()")
+            }
+            method = booster.get("gbtree_train_param", {}).get("tree_method")
+            if method:
+                params["tree_method"] = method
+            train = conf["learner_train_param"]
+            params.update(objective=train["objective"], booster=train["booster"])
+            num_class = int(conf["learner_model_param"].get("num_class", "0"))
+            if num_class > 1:
+                params["num_class"] = num_class
+            params["seed"] = int(conf["generic_param"].get("seed", 0)) if seed is None else seed
+            self.rounds = int(raw.num_boosted_rounds())
+        else:
+            params = dict(raw.params)
+            params.pop("num_iterations", None)  # the rounds are given to train() below
+            params["verbosity"] = -1
+            if seed is not None:
+                params["seed"] = seed
+            self.rounds = int(raw.current_iteration())
+        self.params = params
+
+    def _targets(self, y: Any) -> np.ndarray:
+        if self.classes is None:
+            return np.asarray(y, dtype=np.float64)
+        from nbdeploy.monitoring.metrics import label_text
+
+        index = {label_text(c): i for i, c in enumerate(self.classes)}
+        texts = [label_text(v) for v in np.asarray(y, dtype=object)]
+        from nbdeploy.exceptions import JobError
+
+        unknown = sorted({t for t in texts if t not in index})
+        if unknown:
+            raise JobError(
+                f"labels {unknown[:5]} are not among the classes the booster was trained on "
+                f"({', '.join(index)}); a new class needs a new model, not a retrain"
+            )
+        # class i of the booster is the i-th of the sorted labels it is registered with
+        absent = [t for t in index if t not in set(texts)]
+        if absent:
+            raise JobError(
+                f"the training data has no rows of class {absent}; a booster retrained "
+                "without them would mislabel the others"
+            )
+        return np.asarray([index[t] for t in texts], dtype=np.float64)
+
+    def fit(self, X: Any, y: Any) -> Any:
+        """A new native booster trained on ``X``, ``y`` with this recipe."""
+        values = np.asarray(X, dtype=np.float64)
+        names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        target = self._targets(y)
+        if self.kind == "xgboost":
+            import xgboost
+
+            data = xgboost.DMatrix(values, label=target, feature_names=names)
+            return xgboost.train(self.params, data, num_boost_round=self.rounds)
+        import lightgbm
+
+        dataset = lightgbm.Dataset(values, label=target, feature_name=names or "auto")
+        return lightgbm.train(self.params, dataset, num_boost_round=self.rounds)
+
+
 def _labels(classes: list[Any] | None) -> np.ndarray | None:
     if classes is None:
         return None

@@ -23,19 +23,27 @@ _OUTPUTS = ("prediction", "score", "fallback", "fallback_reason")
 
 
 def estimator(ref: str, *, seed: int | None = None) -> Any:
-    """An unfitted clone of the native estimator ``ref`` serves (same hyperparameters).
+    """An unfitted clone of the native estimator ``ref`` serves (same hyperparameters):
+    a scikit-learn estimator, or for a native XGBoost/LightGBM booster a
+    :class:`~nbdeploy.boosters.Recipe`. Either way ``estimator(ref).fit(X, y)`` returns
+    the model to register.
 
-    ``seed`` sets every ``random_state`` parameter, so a rerun gives the same model.
+    ``seed`` sets every ``random_state`` parameter (a booster's seed), so a rerun gives
+    the same model.
     """
     from sklearn.base import clone
 
+    from nbdeploy import boosters
     from nbdeploy.serving.adapter import load
 
     loaded = load(ref)
+    if isinstance(loaded.model, boosters.NativeBooster):
+        return boosters.Recipe(loaded.model, seed=seed)
     if loaded.flavor != "sklearn":
         raise JobError(
-            f"{ref} is a {loaded.flavor} model; the retrain notebook clones scikit-learn "
-            "estimators only; retrain it in your own notebook and run that with nd.run_job"
+            f"{ref} is a {loaded.flavor} model; the retrain notebook refits scikit-learn "
+            "estimators and XGBoost/LightGBM boosters only; retrain it in your own notebook "
+            "and run that with nd.run_job"
         )
     model = clone(loaded.model)
     if seed is not None:

@@ -195,6 +195,55 @@ def test_retrain_notebook_refits_an_xgboost_classifier(home, data):
     )
     assert run.status == "succeeded", run.error
     assert run.results["version"] == 2
-    assert nd.ModelVersion
     retrained = load("boost/2")
     assert type(retrained.model).__name__ == "XGBClassifier"
+
+
+@pytest.mark.parametrize("kind", ["xgb-native", "lgb-native"])
+def test_retrain_notebook_refits_a_native_booster(home, data, kind):
+    """A native booster is refitted with its own parameters and rounds and registered
+    as a native booster of the same kind, with the same classes."""
+    from nbdeploy.boosters import NativeBooster, Recipe
+    from nbdeploy.retrain import estimator
+    from tests.conftest import kernel_name
+
+    X, y, X_test, _ = data
+    model, labels = _fit(kind, X, y)
+    nd.promote(nd.register(model, "boost", X, labels), to="champion", force=True)
+    X.assign(target=labels).to_csv("fresh.csv", index=False)
+    recipe = estimator("boost@champion", seed=3)
+    assert isinstance(recipe, Recipe) and recipe.rounds == 20
+    run = nd.run_job(
+        "retrain",
+        {"model_name": "boost", "data": "fresh.csv", "target": "target"},
+        kernel=kernel_name(),
+    )
+    assert run.status == "succeeded", run.error
+    before, after = load("boost/1").model, load(f"boost/{run.results['version']}").model
+    assert isinstance(after, NativeBooster) and after.kind == before.kind
+    assert after.objective == before.objective
+    retrained = Recipe(after)
+    assert retrained.rounds == 20
+    assert {k: v for k, v in retrained.params.items() if k != "seed"} == {
+        k: v for k, v in Recipe(before).params.items() if k != "seed"
+    }
+    if kind == "xgb-native":
+        assert list(after.classes_) == list(before.classes_) == ["high", "low", "mid"]
+        assert set(after.predict(X_test)) <= {"high", "low", "mid"}
+    else:
+        gap = np.abs(after.predict(X_test) - before.predict(X_test)).mean()
+        assert gap < 0.1 * np.abs(before.predict(X_test)).mean()
+
+
+def test_a_booster_recipe_refuses_labels_it_cannot_map(home, data):
+    from nbdeploy.boosters import Recipe
+    from nbdeploy.exceptions import JobError
+
+    X, y, _, _ = data
+    model, labels = _fit("xgb-native", X, y)
+    nd.register(model, "boost", X, labels)
+    recipe = Recipe(load("boost/1").model)
+    with pytest.raises(JobError, match=r"not among the classes"):
+        recipe.fit(X, np.where(labels == "low", "tiny", labels))
+    with pytest.raises(JobError, match=r"no rows of class \['mid'\]"):
+        recipe.fit(X[labels != "mid"], labels[labels != "mid"])
