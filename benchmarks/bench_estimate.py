@@ -131,7 +131,10 @@ def nbdeploy_chunks(ref: pd.DataFrame, ana: pd.DataFrame, chunk: int, weighted: 
         part = ana.iloc[start : start + chunk]
         cur_x = encoder.transform({c: part[c].to_numpy() for c in features}) if encoder else None
         est = reference.estimate(
-            part["y_pred_proba"].to_numpy(float), part["y_pred"].to_numpy(int), cur_x, n_sim=0
+            part["y_pred_proba"].to_numpy(float),
+            part["y_pred"].to_numpy(int),
+            cur_x,
+            accuracy_only=True,
         )["accuracy"]
         values.append(est.value)
         lows.append(est.ci_low)
