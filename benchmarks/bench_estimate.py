@@ -113,7 +113,7 @@ def synthetic(kind: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
 def nbdeploy_chunks(ref: pd.DataFrame, ana: pd.DataFrame, chunk: int, weighted: bool) -> dict:
     """Prepared once on the reference, then estimated chunk by chunk, as CBPE's fit and
     estimate; imports happen before the clock starts, as in NannyML's script."""
-    import sklearn.isotonic  # noqa: F401
+    import sklearn.isotonic
     import sklearn.linear_model  # noqa: F401
 
     from nbdeploy.monitoring import estimation

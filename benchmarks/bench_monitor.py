@@ -46,8 +46,8 @@ def main() -> None:
     import nbdeploy as nd
     from nbdeploy.datasets import churn, churn_pipeline
     from nbdeploy.monitoring import beyond
-    from nbdeploy.monitoring.report import report
     from nbdeploy.monitoring.data import load_window
+    from nbdeploy.monitoring.report import report
 
     X, y = churn(3000, seed=0)
     X_hold, y_hold = churn(2000, seed=1)

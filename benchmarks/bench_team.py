@@ -4,7 +4,9 @@ One run measures, on the same registered 20-feature scaler + logistic pipeline:
 
 - single-row throughput at concurrency 16 (wrk -t2 -c16) and its p50, for nbdeploy with
   the audit log on SQLite and on PostgreSQL, with 1 and 2 workers, beside
-  ``mlflow models serve`` with 1 and 2 workers;
+  ``mlflow models serve`` with 1 and 2 workers and Seldon's MLServer 1.7.1
+  (``mlserver-sklearn``, its own venv, V2 requests of one FP64 tensor) in-process and
+  with 1 and 2 parallel inference workers;
 - how registry calls slow down over an MLflow tracking server (on PostgreSQL, artifacts
   served by it) against the embedded SQLite registry: ``nd.register``, ``nd.promote``
   and the alias-follow delay (promote returns -> the running server answers with the
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_serving as bs  # noqa: E402
+import peers  # noqa: E402
 
 from tests.engines import Postgres, TrackingServer  # noqa: E402
 
@@ -65,9 +68,11 @@ def environment(**values: str | None) -> Iterator[None]:
         config.reset()
 
 
-def throughput(url: str, lua: Path, seconds: float, repeat: int) -> dict[str, float]:
-    bs.run_wrk(url, lua, 2, 16, 2)  # warm-up
-    runs = [bs.run_wrk(url, lua, 2, 16, seconds) for _ in range(repeat)]
+def throughput(
+    url: str, lua: Path, seconds: float, repeat: int, path: str = "/invocations"
+) -> dict[str, float]:
+    peers.wrk(url + path, lua, 16, 2)  # warm-up
+    runs = [peers.wrk(url + path, lua, 16, seconds) for _ in range(repeat)]
     return {
         "rps": statistics.median(r["rps"] for r in runs),
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
@@ -115,6 +120,28 @@ def serving_rows(args: argparse.Namespace, lua: Path, body: bytes, pg: Postgres,
                          throughput(server.url, lua, args.seconds, args.repeat)))  # fmt: skip
         finally:
             server.stop()
+        print(rows[-1], flush=True)
+    rows += mlserver_rows(args, folder)
+    return rows
+
+
+def mlserver_rows(args: argparse.Namespace, folder: Path) -> list[tuple[str, dict[str, float]]]:
+    """MLServer on the same pickle: in-process, then 1 and 2 parallel inference workers."""
+    body = peers.v2_body([float(i) for i in range(bs.N_FEATURES)])
+    lua = peers.lua_script(folder / "v2.lua", body)
+    model_file = peers.pickle_of("bench/1")
+    rows = []
+    for workers in (0, 1, 2):
+        server = peers.MLServer(model_file, folder / f"mlserver-{workers}",
+                                parallel_workers=workers)  # fmt: skip
+        try:
+            server.wait(body)
+            result = throughput(server.url, lua, args.seconds, args.repeat,
+                                path="/v2/models/bench/infer")  # fmt: skip
+        finally:
+            server.stop()
+        kind = "in-process" if workers == 0 else f"{workers} parallel worker(s)"
+        rows.append((f"{peers.MLServer.label}, {kind}", result))
         print(rows[-1], flush=True)
     return rows
 

@@ -103,14 +103,18 @@ class MLServer(bs.Server):
 
     label = "MLServer 1.7.1"
 
-    def __init__(self, model_file: Path, folder: Path, name: str = "bench") -> None:
+    def __init__(
+        self, model_file: Path, folder: Path, name: str = "bench", *, parallel_workers: int = 0
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         port, grpc, metrics = bs._free_port(), bs._free_port(), bs._free_port()
         (folder / "settings.json").write_text(
             json.dumps(
                 {
                     "debug": False,
-                    "parallel_workers": 0,  # inference in the server process, as nbdeploy
+                    # 0: inference in the server process, as one nbdeploy worker; N: N
+                    # inference processes behind the one HTTP process (MLServer's scale-out)
+                    "parallel_workers": parallel_workers,
                     "host": "127.0.0.1",
                     "http_port": port,
                     "grpc_port": grpc,
