@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument("--html", metavar="PATH", help="write a standalone HTML page")
     monitor.add_argument("--window", default="1h", help="15m, 1h, 24h, 7d or all (default 1h)")
     monitor.add_argument("--check", action="store_true", help="also evaluate the alert rules")
+    monitor.add_argument("--by", help="a logged column to slice drift, quality, performance by")
     audit = sub.add_parser("audit", help="check the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser(
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "monitor":
             from nbdeploy.monitoring import check_alerts, report
 
-            rep = report(args.name, args.window)
+            rep = report(args.name, args.window, by=args.by)
             if args.check:
                 checked = check_alerts(args.name, window=args.window, report=rep)
                 print(checked.to_string(index=False))

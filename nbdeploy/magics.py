@@ -203,9 +203,11 @@ def _parser() -> _Parser:
         "live panel: traffic, drift, data quality, performance, alerts",
         "%deploy monitor churn",
         "%deploy monitor churn --window 24h",
+        "%deploy monitor churn --by region",
     )
     p.add_argument("name", help="a deployment or model name")
     p.add_argument("--window", default="1h", help="15m, 1h, 6h, 24h, 7d or all (default: 1h)")
+    p.add_argument("--by", help="a logged column to slice drift, quality and performance by")
 
     p = add(
         "compare",
@@ -392,7 +394,7 @@ class DeployMagics(Magics):
         return nd.feedback(a.name, self._var(a.ids), self._var(a.labels))
 
     def _monitor(self, a: argparse.Namespace) -> Any:
-        return nd.monitor(a.name, a.window)
+        return nd.monitor(a.name, a.window, by=a.by)
 
     def _compare(self, a: argparse.Namespace) -> Any:
         return nd.compare(a.name)

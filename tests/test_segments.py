@@ -74,3 +74,23 @@ def test_monitor_shows_fairness_anomalies_estimates_and_segments(traffic):
     assert checked.loc["disparity > 0.1", "status"] == "fired"
     assert checked.loc["anomaly_rate > 0.5", "status"] == "ok"
     assert checked.loc["estimated_accuracy < 0.5", "status"] == "ok"
+
+
+def test_the_magic_and_the_cli_slice_the_monitor_by_a_column(traffic, tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nbdeploy.cli import main
+
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance(history_length=0, history_load_length=0)
+    try:
+        sh.run_line_magic("load_ext", "nbdeploy")
+        panel = sh.run_line_magic("deploy", "monitor churn --window all --by region")
+        panel.close()
+    finally:
+        InteractiveShell.clear_instance()
+    assert panel.by == "region" and "by region" in panel.report.sections()["Drift"]
+    page = tmp_path / "monitor.html"
+    assert main(["monitor", "churn", "--window", "all", "--by", "region", "--html", str(page)]) == 0
+    assert "by region" in page.read_text(encoding="utf-8")
+    assert main(["monitor", "churn", "--by", "channel"]) != 0  # never logged: one line
