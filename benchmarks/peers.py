@@ -22,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_serving as bs
 
 MLSERVER_VENV = Path.home() / ".cache" / "nbdeploy" / "mlserver-venv"
-MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1"]
+# uvloop 0.22 breaks MLServer 1.7.1's parallel inference workers (no event loop in the
+# worker process at start); 0.21 is what it was released with
+MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
 
 
 def v2_body(row: list[float]) -> bytes:
