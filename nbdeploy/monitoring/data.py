@@ -70,6 +70,8 @@ def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
     uses the profile stored when that version was registered, so no training data
     is reloaded. Keyword arguments (``drift_share``, ``thresholds``, ``methods``) are
     those of :func:`nbdeploy.monitoring.driftstats.drift`, whose docstring lists the statistics.
+    ``current`` may be a folder or glob of Parquet files, streamed in record batches
+    (``batch_rows=``, ``progress=``; see :mod:`nbdeploy.monitoring.streamdrift`).
     """
     from nbdeploy.models import ModelVersion
 
