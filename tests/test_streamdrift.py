@@ -141,10 +141,18 @@ def test_categories_beyond_the_cap_are_counted_together(data, monkeypatch):
 
 def test_errors_are_one_line(data, tmp_path):
     ref, cur, folder = data
-    cur[["normal"]].to_parquet(tmp_path / "narrow.parquet", index=False)
-    with pytest.raises(nd.NbdeployError, match=r"narrow.parquet lacks the reference columns") as e:
+    cur.rename(columns={"shifted": "shift"}).to_parquet(tmp_path / "renamed.parquet")
+    with pytest.raises(nd.NbdeployError) as e:
         nd.drift(ref, str(tmp_path))
-    assert "\n" not in str(e.value)
+    assert str(e.value) == (
+        "renamed.parquet: the current data lacks the reference's column 'shifted'; "
+        "it has 'shift' instead: rename it to 'shifted'"
+    )
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(nd.NbdeployError, match=r"x\.parquet is not a readable Parquet file"):
+        nd.drift(ref, str(broken))
     empty = tmp_path / "empty"
     empty.mkdir()
     cur.iloc[:0].to_parquet(empty / "none.parquet", index=False)

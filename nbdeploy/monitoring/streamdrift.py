@@ -217,10 +217,15 @@ def drift_files(
         refs, n_ref = dict(profile["columns"]), int(profile["n_rows"])
     total = 0
     for f in files:
-        meta = pq.ParquetFile(f)
-        lacking = [c for c in refs if c not in meta.schema_arrow.names]
+        try:
+            meta = pq.ParquetFile(f)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise NbdeployError(f"{f.name} is not a readable Parquet file ({exc})") from None
+        names = meta.schema_arrow.names
+        lacking = [c for c in refs if c not in names]
         if lacking:
-            raise NbdeployError(f"{f.name} lacks the reference columns {lacking[:5]}")
+            extra = [c for c in names if c not in refs]
+            raise NbdeployError(f"{f.name}: {driftstats._absent_message(lacking, extra)}")
         total += meta.metadata.num_rows
     if not total:
         raise NbdeployError("Current data has no rows; pass at least one row to compare.")
