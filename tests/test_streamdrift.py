@@ -111,6 +111,10 @@ def test_summary_cdf_is_exact_on_its_grid_and_quantiles_stay_in_their_bin():
     low, high = edges[np.maximum(at - 1, 0)], edges[np.minimum(at, len(edges) - 1)]
     assert np.all((approx[inside] >= low) & (approx[inside] <= high))
     np.testing.assert_array_equal(summary.order(slice(0, 10)), approx[:10])
+    # the largest finite doubles: their distance to the grid overflows to inf, still counted
+    summary.add(np.array([-1.7e308, 1.7e308]))
+    assert summary.order(np.array([0, len(values) + 1])).tolist() == [-1.7e308, 1.7e308]
+    assert summary.under.counts.sum() == 1 and summary.over.counts.sum() == 1
 
 
 def test_tail_doubles_its_bins_and_keeps_every_count():

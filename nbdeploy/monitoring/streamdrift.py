@@ -65,7 +65,7 @@ class _Tail:
             merged = self.counts.reshape(-1, 2).sum(axis=1)
             self.counts = np.concatenate([merged, np.zeros(TAIL_BINS // 2, dtype=np.int64)])
             self.width *= 2
-        bins = np.minimum((d / self.width).astype(np.intp), TAIL_BINS - 1)
+        bins = np.minimum(d / self.width, TAIL_BINS - 1).astype(np.intp)  # inf: the last
         self.counts += np.bincount(bins, minlength=TAIL_BINS)
 
     def beyond(self) -> tuple[np.ndarray, np.ndarray]:
@@ -127,8 +127,9 @@ class NumericSummary(driftstats.Sorted):
                 self.right[-1] + int(self.over.counts.sum()) - n_over,
             ])  # fmt: skip
             # the smallest and the largest value are known exactly: one count each
-            x = np.concatenate([[self.lo], np.clip(x, self.lo, self.hi), [self.hi]])
-            c = np.concatenate([[0], np.clip(c, 1, max(self.m - 1, 1)), [self.m]])
+            top = max(self.m - 1, 1)
+            x = np.concatenate([[self.lo] * 2, np.clip(x, self.lo, self.hi), [self.hi] * 2])
+            c = np.concatenate([[0, 1], np.clip(c, 1, top), [top, self.m]])
             self._points = c.astype(np.float64), x
         return self._points
 
