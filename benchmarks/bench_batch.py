@@ -1,6 +1,7 @@
 """Batch scoring and drift from Parquet: rows/s and peak memory.
 
     python benchmarks/bench_batch.py [--rows 2000000] [--files 8] [--chunk-rows 50000]
+    python benchmarks/bench_batch.py --cases drift-wide --drift-rows 500000,2000000,4000000
 
 Compares, on the quickstart pipeline (4 columns, one categorical), scoring N rows split
 over --files Parquet files:
@@ -9,7 +10,10 @@ over --files Parquet files:
   without audit logging (the difference is the cost of logging batch predictions);
 - ``nd.score`` in pandas, file by file in this process, with and without logging;
 - MLflow's pyfunc model in pandas chunks (read a batch, predict, write), no logging;
-- ``nd.drift`` over the files (one column at a time) vs on the whole table in memory.
+- ``nd.drift`` over the files (streamed in record batches) vs on the whole table in memory;
+- ``drift-wide``: streamed ``nd.drift`` of --drift-columns columns (a stored profile as
+  reference) at each of --drift-rows sizes, and in memory at the sizes up to
+  --drift-memory-rows, to show whether the peak grows with the data.
 
 Each measurement runs in a fresh child process and times the call itself (model load
 and, for Dask, starting the local cluster included; Python's imports not); peak memory
@@ -28,10 +32,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 CASES = ["dask", "dask-nolog", "pandas", "pandas-nolog", "pyfunc", "drift-files", "drift-memory"]
+CASES += ["drift-wide"]
+WIDE_FILE_ROWS = 250_000  # rows per file of the drift-wide data
 
 
 def child(case: str, data: Path, out: Path, chunk: int) -> None:
@@ -80,6 +87,12 @@ def run(case: str, files: list[Path], data: Path, out: Path, chunk: int) -> None
             writer.close()
     elif case == "drift-files":
         nd.drift("churn/1", str(data))
+    elif case.startswith("wide-"):
+        profile = json.loads((data.parent / "wide-profile.json").read_text())
+        if case == "wide-stream":
+            nd.drift(profile, str(data))
+        else:
+            nd.drift(profile, pd.concat(pd.read_parquet(f) for f in files))
     else:
         nd.drift("churn/1", pd.concat(pd.read_parquet(f) for f in files))
 
@@ -117,21 +130,87 @@ def measure(case: str, data: Path, work: Path, chunk: int) -> tuple[float, float
     return seconds, peak / 2**20
 
 
+def wide_frame(rows: int, columns: int, seed: int, drifted: bool) -> Any:
+    """Numeric columns (normal, lognormal, heavy-tailed t) and a categorical every fifth."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    shift = 0.2 if drifted else 0.0
+    out = {}
+    for j in range(columns):
+        kind = j % 5
+        if kind == 4:
+            out[f"c{j}"] = rng.choice(["a", "b", "c", "d", "e"], rows)
+        elif kind == 3:
+            out[f"c{j}"] = rng.standard_t(3, rows) + shift
+        elif kind == 2:
+            out[f"c{j}"] = rng.lognormal(shift, 1.0, rows)
+        else:
+            out[f"c{j}"] = rng.normal(shift * kind, 1.0, rows)
+    return pd.DataFrame(out)
+
+
+def drift_wide(work: Path, sizes: list[int], columns: int, memory_up_to: int) -> dict:
+    """Streamed (and in-memory) drift of `columns` columns at each size; the data of a
+    size is the first files of the largest one (symlinked), written once."""
+    from nbdeploy.profiling import build_profile
+
+    (work / "wide-profile.json").write_text(
+        json.dumps(build_profile(wide_frame(50_000, columns, 0, drifted=False)))
+    )
+    files = -(-max(sizes) // WIDE_FILE_ROWS)
+    source = work / "wide-all"
+    source.mkdir()
+    for i in range(files):
+        wide_frame(WIDE_FILE_ROWS, columns, 1 + i, drifted=True).to_parquet(
+            source / f"part-{i:04d}.parquet", index=False
+        )
+    print(f"drift over {columns} columns, {WIDE_FILE_ROWS:,} rows per Parquet file")
+    print(f"{'case':<14}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
+    results = {}
+    for size in sizes:
+        data = work / f"wide-{size}"
+        data.mkdir()
+        for i in range(-(-size // WIDE_FILE_ROWS)):
+            name = f"part-{i:04d}.parquet"
+            (data / name).symlink_to(source / name)
+        rows = -(-size // WIDE_FILE_ROWS) * WIDE_FILE_ROWS
+        for case in ("wide-stream", "wide-memory"):
+            if case == "wide-memory" and size > memory_up_to:
+                continue
+            seconds, peak = measure(case, data, work, 0)
+            results[f"{case}-{rows}"] = {"seconds": seconds, "rows": rows, "peak_mb": peak}
+            print(f"{case:<14}{rows:>12,}{seconds:>10.1f}{rows / seconds:>12,.0f}{peak:>10.0f}")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--drift-rows", default="500000,2000000,4000000")
+    parser.add_argument("--drift-columns", type=int, default=20)
+    parser.add_argument("--drift-memory-rows", type=int, default=2_000_000)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         case, data, out, chunk = args.child
         child(case, Path(data), Path(out), int(chunk))
         return
+    cases = args.cases.split(",")
     with tempfile.TemporaryDirectory(prefix="nbdeploy-bench-batch-") as tmp:
         work = Path(tmp)
         os.environ["NBDEPLOY_HOME"] = str(work / "home")
+        if "drift-wide" in cases:
+            sizes = [int(s) for s in args.drift_rows.split(",")]
+            wide = drift_wide(work, sizes, args.drift_columns, args.drift_memory_rows)
+            print(json.dumps({"drift_wide": wide}))
+            cases.remove("drift-wide")
+            if not cases:
+                return
         import nbdeploy as nd
         from nbdeploy.datasets import churn, churn_pipeline
 
@@ -146,7 +225,7 @@ def main() -> None:
         results = {}
         print(f"{rows:,} rows in {args.files} Parquet files, chunk {args.chunk_rows:,} rows")
         print(f"{'case':<14}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
-        for case in args.cases.split(","):
+        for case in cases:
             seconds, peak = measure(case, data, work, args.chunk_rows)
             results[case] = {"seconds": seconds, "rows_per_s": rows / seconds, "peak_mb": peak}
             print(f"{case:<14}{seconds:>10.1f}{rows / seconds:>12,.0f}{peak:>10.0f}", flush=True)

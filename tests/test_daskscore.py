@@ -60,7 +60,7 @@ def test_dask_refuses_what_it_cannot_do(champion, parts, tmp_path):
         nd.score("churn@champion", str(folder), output=tmp_path / "o", engine="spark")
 
 
-def test_drift_streams_parquet_files_column_by_column(champion, parts, churn_data):
+def test_drift_streams_parquet_files(champion, parts, churn_data):
     folder, frames = parts
     whole = pd.concat(frames.values())
     streamed = nd.drift("churn@champion", str(folder / "*.parquet"))
@@ -69,6 +69,7 @@ def test_drift_streams_parquet_files_column_by_column(champion, parts, churn_dat
     np.testing.assert_allclose(
         streamed.columns["statistic"].to_numpy(dtype=float),
         in_memory.columns.loc[streamed.columns.index, "statistic"].to_numpy(dtype=float),
+        atol=1e-3,  # Wasserstein from binned quantiles (tests/test_streamdrift.py)
     )
     shifted = folder.parent / "shifted"
     shifted.mkdir()

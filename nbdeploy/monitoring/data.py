@@ -70,12 +70,14 @@ def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
     uses the profile stored when that version was registered, so no training data
     is reloaded. Keyword arguments (``drift_share``, ``thresholds``, ``methods``) are
     those of :func:`nbdeploy.monitoring.driftstats.drift`, whose docstring lists the statistics.
+    ``current`` may be a folder or glob of Parquet files, streamed in record batches
+    (``batch_rows=``, ``progress=``; see :mod:`nbdeploy.monitoring.streamdrift`).
     """
     from nbdeploy.models import ModelVersion
 
     if isinstance(reference, str | ModelVersion):
         reference = reference_profile(reference)
-    if isinstance(current, str | os.PathLike):  # Parquet files: one column at a time
+    if isinstance(current, str | os.PathLike):  # Parquet files: streamed
         return _drift_files(reference, current, **kw)
     if not hasattr(current, "columns") or isinstance(reference, dict):
         current = _named_like(reference, current)
@@ -87,37 +89,15 @@ def drift(reference: Any, current: pd.DataFrame, **kw: Any) -> DriftReport:
 
 
 def _drift_files(reference: Any, data: Any, **kw: Any) -> DriftReport:
-    """Drift of a folder or glob of Parquet files, read one column at a time.
-
-    Every column's statistics need only that column, so memory holds one column of
-    the data (8 bytes a row for a number) instead of the whole table.
-    """
-    import pandas as pd
-    import pyarrow.dataset as ds
-
+    """Drift of a folder or glob of Parquet files, streamed in record batches: memory
+    holds one batch and a fixed-size summary per column (``streamdrift``)."""
     from nbdeploy.daskscore import parquet_files
+    from nbdeploy.monitoring.streamdrift import drift_files
 
-    dataset = ds.dataset([str(p) for p in parquet_files(data)], format="parquet")
-    names = list(reference["columns"]) if isinstance(reference, dict) else list(reference.columns)
-    missing = [n for n in names if n not in dataset.schema.names]
-    if missing:
-        raise NbdeployError(f"the Parquet files lack the reference columns {missing}")
-    parts = []
-    share = kw.get("drift_share", 0.5)
-    for name in names:
-        column = dataset.to_table(columns=[name]).to_pandas()
-        if isinstance(reference, dict):
-            ref: Any = {**reference, "columns": {name: reference["columns"][name]}}
-        else:
-            ref = reference[[name]]
-        parts.append(engine().drift(ref, column, **kw))
-        del column
-    table = pd.concat([p.columns for p in parts])
-    drifted = bool(table["drifted"].mean() >= share) if len(table) else False
-    report: DriftReport = engine().DriftReport(
-        table, drifted, share, parts[0].n_reference, parts[0].n_current
-    )
-    return report
+    try:
+        return drift_files(reference, parquet_files(data), **kw)
+    except NbdeployError as exc:  # bad files or options: one line, no frames
+        raise exc.with_traceback(None) from None
 
 
 def _named_like(reference: Any, current: Any) -> pd.DataFrame:

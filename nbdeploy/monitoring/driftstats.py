@@ -31,7 +31,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -131,13 +131,7 @@ def drift(
     kind (``{"numeric": "psi"}``), ``thresholds`` overrides ``DEFAULT_THRESHOLDS``.
     The dataset drifts when the share of drifted columns reaches ``drift_share``.
     """
-    thr = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    meth = {**DEFAULT_METHODS, **(methods or {})}
-    for kind, m in meth.items():
-        if m not in _ALLOWED.get(kind, ()):
-            raise NbdeployError(
-                f"Drift method {m!r} does not apply to {kind!r} columns; choose from {_ALLOWED}."
-            )
+    thr, meth = options(thresholds, methods)
     if isinstance(reference, pd.DataFrame):
         ref_cols = {str(c): reference.iloc[:, i] for i, c in enumerate(reference.columns)}
         n_ref = len(reference)
@@ -156,11 +150,32 @@ def drift(
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         rows = dict(zip(ref_cols, pool.map(one, ref_cols), strict=True))
-    table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=_COLUMNS)
+    return report(rows, drift_share, n_ref, len(current))
+
+
+def options(
+    thresholds: Mapping[str, float] | None, methods: Mapping[str, str] | None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The thresholds and methods in force, refusing a method foreign to a column kind."""
+    thr = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    meth = {**DEFAULT_METHODS, **(methods or {})}
+    for kind, m in meth.items():
+        if m not in _ALLOWED.get(kind, ()):
+            raise NbdeployError(
+                f"Drift method {m!r} does not apply to {kind!r} columns; choose from {_ALLOWED}."
+            )
+    return thr, meth
+
+
+def report(
+    rows: Mapping[str, Mapping[str, Any]], drift_share: float, n_ref: int, n_cur: int
+) -> DriftReport:
+    """The report from one :func:`column_verdict` row per column."""
+    table = pd.DataFrame.from_dict(dict(rows), orient="index").reindex(columns=_COLUMNS)
     table.index.name = "column"
     table = table.astype({"drifted": bool, "unseen_categories": "Int64"})
     share = float(table["drifted"].mean()) if len(table) else 0.0
-    return DriftReport(table, bool(share >= drift_share), drift_share, n_ref, len(current))
+    return DriftReport(table, bool(share >= drift_share), drift_share, n_ref, n_cur)
 
 
 def _absent_message(absent: list[str], extra: list[str]) -> str:
@@ -179,18 +194,56 @@ def _absent_message(absent: list[str], extra: list[str]) -> str:
 
 def _column(ref: Any, cur: pd.Series, thr: Mapping[str, float], meth: Mapping[str, str]):
     if isinstance(ref, pd.Series):
-        ref = _numeric_ref(ref) if is_numeric(ref.dtype) else column_profile(ref)
+        ref = reference_column(ref)
+    if ref["kind"] == "numeric":
+        c, c_nan, _ = sorted_finite(as_float(cur))
+        return column_verdict(ref, Sorted(c), c_nan / len(cur), thr, meth)
+    counts = category_counts(cur)
+    return column_verdict(ref, counts, 1.0 - int(counts.sum()) / len(cur), thr, meth)
+
+
+def reference_column(ref: pd.Series) -> dict[str, Any]:
+    """A reference DataFrame's column as the engine compares it (see :func:`_numeric_ref`)."""
+    return _numeric_ref(ref) if is_numeric(ref.dtype) else column_profile(ref)
+
+
+class Sorted:
+    """Current values as the numeric statistics read them: their CDF at given points and
+    their order statistics. Here a sorted array; ``streamdrift`` summarises a stream."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def cdf(self, x: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+        """Share of values <= x (side="right") or < x (side="left")."""
+        return np.searchsorted(self.values, x, side=side) / len(self.values)
+
+    def order(self, k: slice | np.ndarray) -> np.ndarray:
+        """The k-th smallest values (0-based)."""
+        return self.values[k]
+
+
+def column_verdict(
+    ref: Mapping[str, Any],
+    cur: Sorted | pd.Series,
+    missing_cur: float,
+    thr: Mapping[str, float],
+    meth: Mapping[str, str],
+) -> dict[str, Any]:
+    """One row of the report from a reference column and the current values reduced to
+    their sorted finite values (numeric) or category counts (categorical)."""
     kind = ref["kind"]
     if kind == "numeric":
-        c, c_nan, _ = sorted_finite(as_float(cur))
-        stats, n, m, bins, spread = _numeric(ref, c)
-        missing_cur = c_nan / len(cur)
+        assert isinstance(cur, Sorted)
+        stats, n, m, bins, spread = _numeric(ref, cur)
     else:
-        counts = category_counts(cur)
-        n, m = int(ref["count"]), int(counts.sum())
-        stats = _categorical(ref["frequencies"], counts)
+        assert isinstance(cur, pd.Series)
+        n, m = int(ref["count"]), int(cur.sum())
+        stats = _categorical(ref["frequencies"], cur)
         bins, spread = int(stats.pop("_bins")), 0.0
-        missing_cur = 1.0 - m / len(cur)
     method = meth[kind]
     statistic = stats[method] if n and m else math.nan
     threshold = max(thr[method], _noise_floor(method, n, m, bins, spread))
@@ -210,9 +263,7 @@ def _numeric_ref(s: pd.Series) -> dict[str, Any]:
             "mean": float(values.mean()) if len(values) else None}  # fmt: skip
 
 
-def _numeric(
-    ref: Mapping[str, Any], c: np.ndarray
-) -> tuple[dict[str, float], int, int, int, float]:
+def _numeric(ref: Mapping[str, Any], c: Sorted) -> tuple[dict[str, float], int, int, int, float]:
     s: np.ndarray | None = ref.get("sorted")
     n, m = int(ref["count"]), len(c)
     stats = {"psi": math.nan, "ks": math.nan, "wasserstein": math.nan}
@@ -230,7 +281,7 @@ def _numeric(
     return stats, n, m, bins, spread
 
 
-def _ks_sorted(s: np.ndarray, c: np.ndarray) -> float:
+def _ks_sorted(s: np.ndarray, c: Sorted) -> float:
     """KS statistic from the sorted reference: scipy's ``ks_2samp`` value within 1/16384.
 
     Exact up to 16,384 reference rows. Above, the reference CDF is evaluated exactly at
@@ -244,22 +295,20 @@ def _ks_sorted(s: np.ndarray, c: np.ndarray) -> float:
     return _ks_at(knots, f_right, f_left, c)
 
 
-def _ks_knots(q: np.ndarray, c: np.ndarray) -> float:
+def _ks_knots(q: np.ndarray, c: Sorted) -> float:
     """KS against a profile: at the 1001 reference quantiles (ties merged), within 1e-3."""
     p_right = _P[np.searchsorted(q, q, side="right") - 1]
     p_left = _P[np.searchsorted(q, q, side="left")]
     return _ks_at(q, p_right, p_left, c)
 
 
-def _ks_at(x: np.ndarray, ref_right: np.ndarray, ref_left: np.ndarray, c: np.ndarray) -> float:
+def _ks_at(x: np.ndarray, ref_right: np.ndarray, ref_left: np.ndarray, c: Sorted) -> float:
     """Largest CDF gap at points ``x``, comparing right limits and left limits.
 
     Both CDFs are right-continuous steps, so the supremum sits at a right or left limit
     of a jump; comparing both sides at each point keeps ties exact.
     """
-    m = len(c)
-    cur_right = np.searchsorted(c, x, side="right") / m
-    cur_left = np.searchsorted(c, x, side="left") / m
+    cur_right, cur_left = c.cdf(x, "right"), c.cdf(x, "left")
     return float(max(np.max(np.abs(ref_right - cur_right)), np.max(np.abs(ref_left - cur_left))))
 
 
@@ -268,20 +317,20 @@ def _psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
     return float(np.sum((c - r) * np.log(c / r)))
 
 
-def _psi_numeric(s: np.ndarray | None, q: np.ndarray, c: np.ndarray) -> tuple[float, int]:
+def _psi_numeric(s: np.ndarray | None, q: np.ndarray, c: Sorted) -> tuple[float, int]:
     """PSI over the reference deciles (ties merged); values beyond them fall in the ends."""
     edges = np.unique(q[100:1000:100])
     if s is not None:
         ref_cdf = np.searchsorted(s, edges, side="right") / len(s)
     else:
         ref_cdf = _P[np.searchsorted(q, edges, side="right") - 1]
-    cur_cdf = np.searchsorted(c, edges, side="right") / len(c)
+    cur_cdf = c.cdf(edges, "right")
     ref_share = np.diff(np.concatenate(([0.0], ref_cdf, [1.0])))
     cur_share = np.diff(np.concatenate(([0.0], cur_cdf, [1.0])))
     return _psi(ref_share, cur_share), len(ref_share)
 
 
-def _wasserstein(s: np.ndarray | None, q: np.ndarray, c: np.ndarray) -> float:
+def _wasserstein(s: np.ndarray | None, q: np.ndarray, c: Sorted) -> float:
     """W1 = ∫|Q_ref(p) - Q_cur(p)| dp, exact for equal sizes, else on a midpoint grid.
 
     From a profile, Q_ref is interpolated between the 1001 quantiles, except in the two
@@ -291,12 +340,12 @@ def _wasserstein(s: np.ndarray | None, q: np.ndarray, c: np.ndarray) -> float:
     """
     if s is not None and len(s) == len(c):  # in cache-sized chunks: no 8 MB temporaries
         step = 1 << 16
-        total = sum(float(np.abs(s[i : i + step] - c[i : i + step]).sum())
+        total = sum(float(np.abs(s[i : i + step] - c.order(slice(i, i + step))).sum())
                     for i in range(0, len(c), step))  # fmt: skip
         return total / len(c)
     g = min(max(len(c), len(s) if s is not None else 0), _W_GRID)
     p = (np.arange(g) + 0.5) / g
-    q_cur = c[(p * len(c)).astype(np.intp)]
+    q_cur = c.order((p * len(c)).astype(np.intp))
     if s is not None:
         return float(np.mean(np.abs(s[(p * len(s)).astype(np.intp)] - q_cur)))
     diff = np.abs(np.interp(p, _P, q) - q_cur)
