@@ -181,11 +181,14 @@ class Server:
 class NbdeployServer(Server):
     label = "nbdeploy"
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, runtime: str = "native") -> None:
         import nbdeploy as nd
 
+        if runtime != "native":  # a deployment of its own: the log counts stay apart
+            self.label = f"nbdeploy --runtime {runtime}"
         t0 = time.perf_counter()
-        self.dep = nd.serve("bench/1")
+        name = "bench" if runtime == "native" else f"bench-{runtime}"
+        self.dep = nd.serve("bench/1", name=name, runtime=runtime)
         self.pgid = self.dep.pid  # started with start_new_session=True: it leads its group
         _groups.add(self.pgid)
         self.url = self.dep.url
@@ -486,7 +489,11 @@ def _bench(
             for server in (nb, ml):
                 server.stop()
                 servers.remove(server)
-    nb_server, ml_server = servers
+    # the same version answered through onnxruntime, measured beside the native one
+    onnx_server = NbdeployServer(one, runtime="onnx")
+    servers.append(onnx_server)
+    print(f"nbdeploy --runtime onnx: first answer in {onnx_server.first_answer_s:.2f} s")
+    nb_server, ml_server = servers[:2]
     for server in servers:
         pids = _pin_group(server.pgid, CORE_SERVER)
         print(f"{server.label}: {server.url}, pids {pids} pinned to core {CORE_SERVER}")
@@ -504,6 +511,8 @@ def _bench(
         f"(both equal in-process predict: {nb_pred == local and ml_pred == local})",
         flush=True,
     )
+    onnx_pred = post(onnx_server.url, body)["predictions"]
+    print(f"  onnxruntime gives the same labels: {onnx_pred == nb_pred}", flush=True)
 
     # 3. p50 at concurrency 1 (wrk and a Python keep-alive client), 4. one 10,000-row request
     p50: dict[str, list[float]] = {s.label: [] for s in servers}
@@ -670,6 +679,24 @@ def _bench(
         "",
         "Ratios: throughput nbdeploy/mlflow; latency and times mlflow/nbdeploy (higher is "
         "better for nbdeploy).",
+        "",
+        "| metric | nbdeploy (native) | nbdeploy --runtime onnx | onnx / native |",
+        "|---|---:|---:|---:|",
+    ]
+    onnx = onnx_server.label
+    for name, values, fmt in (
+        ("single-row throughput, c=16 (req/s)", rps, "{:,.0f}"),
+        ("single-row p50, c=1, wrk (ms)", p50, "{:.3f}"),
+        ("single-row p50, c=1, Python client (ms)", p50_py, "{:.3f}"),
+        ("one 10,000-row request (ms)", big_ms, "{:.1f}"),
+    ):
+        native_value, onnx_value = med(values[nb]), med(values[onnx])
+        lines.append(f"| {name} | {fmt.format(native_value)} | {fmt.format(onnx_value)} | "
+                     f"{onnx_value / native_value:.2f}x |")  # fmt: skip
+    lines += [
+        f"| start to first answer (s) | {med(starts[nb]):.2f} | "
+        f"{onnx_server.first_answer_s:.2f} | "
+        f"{onnx_server.first_answer_s / med(starts[nb]):.2f}x |",
         "",
         "Reproduce (from the repository root): `.venv/bin/python benchmarks/bench_serving.py"
         + (" --quick" if args.quick else "")
