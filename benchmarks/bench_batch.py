@@ -1,10 +1,12 @@
 """Batch scoring and drift from Parquet: rows/s and peak memory.
 
     python benchmarks/bench_batch.py [--rows 2000000] [--files 8] [--chunk-rows 50000]
+    python benchmarks/bench_batch.py --rows 20000000 --files 80 --columns 20 --cases dask-nolog
     python benchmarks/bench_batch.py --cases drift-wide --drift-rows 500000,2000000,4000000
 
-Compares, on the quickstart pipeline (4 columns, one categorical), scoring N rows split
-over --files Parquet files:
+Compares, on the quickstart pipeline (4 columns, one categorical; with ``--columns N`` a
+scaler + one-hot + logistic pipeline on N generated columns, a categorical every fifth),
+scoring N rows split over --files Parquet files:
 
 - ``nd.score(engine="dask")``: a local Dask cluster, one file per task, with and
   without audit logging (the difference is the cost of logging batch predictions);
@@ -54,14 +56,14 @@ def run(case: str, files: list[Path], data: Path, out: Path, chunk: int) -> None
 
     import nbdeploy as nd
 
+    ref = os.environ.get("BENCH_REF", "churn/1")  # the model the parent registered
+
     if case.startswith("dask"):
-        nd.score(
-            "churn/1", str(data), output=out, engine="dask", log=case == "dask", chunk_rows=chunk
-        )
+        nd.score(ref, str(data), output=out, engine="dask", log=case == "dask", chunk_rows=chunk)
     elif case.startswith("pandas"):
         out.mkdir()
         for f in files:
-            nd.score("churn/1", f, output=out / f.name, log=case == "pandas", chunk_rows=chunk)
+            nd.score(ref, f, output=out / f.name, log=case == "pandas", chunk_rows=chunk)
     elif case == "pyfunc":
         import mlflow.pyfunc
         import pyarrow as pa
@@ -70,7 +72,7 @@ def run(case: str, files: list[Path], data: Path, out: Path, chunk: int) -> None
         from nbdeploy import config
 
         mlflow.set_tracking_uri(config.settings().tracking_uri)
-        model = mlflow.pyfunc.load_model("models:/churn/1")
+        model = mlflow.pyfunc.load_model(f"models:/{ref}")
         out.mkdir()
         for f in files:
             writer = None
@@ -86,7 +88,7 @@ def run(case: str, files: list[Path], data: Path, out: Path, chunk: int) -> None
             assert writer is not None
             writer.close()
     elif case == "drift-files":
-        nd.drift("churn/1", str(data))
+        nd.drift(ref, str(data))
     elif case.startswith("wide-"):
         profile = json.loads((data.parent / "wide-profile.json").read_text())
         if case == "wide-stream":
@@ -94,7 +96,7 @@ def run(case: str, files: list[Path], data: Path, out: Path, chunk: int) -> None
         else:
             nd.drift(profile, pd.concat(pd.read_parquet(f) for f in files))
     else:
-        nd.drift("churn/1", pd.concat(pd.read_parquet(f) for f in files))
+        nd.drift(ref, pd.concat(pd.read_parquet(f) for f in files))
 
 
 def measure(case: str, data: Path, work: Path, chunk: int) -> tuple[float, float]:
@@ -185,11 +187,39 @@ def drift_wide(work: Path, sizes: list[int], columns: int, memory_up_to: int) ->
     return results
 
 
+def register_wide(columns: int) -> None:
+    """A scaler + one-hot + logistic pipeline on ``wide_frame``'s columns, as ``wide/1``;
+    the children score with it (``BENCH_REF``)."""
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    import nbdeploy as nd
+
+    X = wide_frame(20_000, columns, 0, drifted=False)
+    categorical = [c for c in X.columns if X[c].dtype == object]
+    numeric = [c for c in X.columns if c not in categorical]
+    y = (X[numeric].sum(axis=1) + np.random.default_rng(0).normal(size=len(X)) > 0).astype(int)
+    prep = ColumnTransformer(
+        [("num", StandardScaler(), numeric), ("cat", OneHotEncoder(), categorical)]
+    )
+    model = Pipeline([("prep", prep), ("clf", LogisticRegression(max_iter=1000))]).fit(X, y)
+    nd.register(model, "wide", X, y)
+    os.environ["BENCH_REF"] = "wide/1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--columns", type=int, default=0,
+        help="score a pipeline on this many generated columns (e.g. 20) instead of the "
+        "quickstart's 4",
+    )  # fmt: skip
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--drift-rows", default="500000,2000000,4000000")
     parser.add_argument("--drift-columns", type=int, default=20)
@@ -211,19 +241,29 @@ def main() -> None:
             cases.remove("drift-wide")
             if not cases:
                 return
-        import nbdeploy as nd
-        from nbdeploy.datasets import churn, churn_pipeline
-
-        X, y = churn(5000, seed=0)
-        nd.register(churn_pipeline().fit(X, y), "churn", X, y)
         data = work / "data"
         data.mkdir()
         per_file = args.rows // args.files
-        for i in range(args.files):
-            churn(per_file, seed=100 + i)[0].to_parquet(data / f"part-{i:03d}.parquet", index=False)
+        if args.columns:
+            register_wide(args.columns)
+            for i in range(args.files):
+                frame = wide_frame(per_file, args.columns, 100 + i, drifted=False)
+                frame.to_parquet(data / f"part-{i:03d}.parquet", index=False)
+        else:
+            import nbdeploy as nd
+            from nbdeploy.datasets import churn, churn_pipeline
+
+            X, y = churn(5000, seed=0)
+            nd.register(churn_pipeline().fit(X, y), "churn", X, y)
+            for i in range(args.files):
+                churn(per_file, seed=100 + i)[0].to_parquet(
+                    data / f"part-{i:03d}.parquet", index=False
+                )
         rows = per_file * args.files
         results = {}
-        print(f"{rows:,} rows in {args.files} Parquet files, chunk {args.chunk_rows:,} rows")
+        model = f"{args.columns} columns" if args.columns else "the quickstart pipeline"
+        print(f"{rows:,} rows in {args.files} Parquet files, chunk {args.chunk_rows:,} rows, "
+              f"{model}")  # fmt: skip
         print(f"{'case':<14}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
         for case in cases:
             seconds, peak = measure(case, data, work, args.chunk_rows)

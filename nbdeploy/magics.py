@@ -275,6 +275,8 @@ def _parser() -> _Parser:
     when.add_argument("--cron", metavar="EXPR", help="a cron expression: '*/5 * * * *'")
     add_parameter_option(p)
     p.add_argument("--name", help="the schedule's name (default: the notebook's)")
+    p.add_argument("--catchup", action="store_true", help="run times missed while no scheduler ran")
+    p.add_argument("--paused", action="store_true", help="store it paused (resume to start)")
     return parser
 
 
@@ -422,4 +424,5 @@ class DeployMagics(Magics):
         from nbdeploy.runner import typed
 
         params = {k: typed(v) for k, v in a.parameter}
-        return nd.schedule(a.notebook, every=a.every, cron=a.cron, parameters=params, name=a.name)
+        return nd.schedule(a.notebook, every=a.every, cron=a.cron, parameters=params, name=a.name,
+                           catchup=a.catchup, paused=a.paused)  # fmt: skip

@@ -181,3 +181,21 @@ def test_the_scheduler_runs_jobs_side_by_side(sleeper, home):
     assert "up to 2 jobs at once" in out
     assert "long: started for" in out and "short: succeeded (run" in out
     assert "long: skipped" in out
+
+
+def test_the_schedule_magic_takes_catchup_and_paused(sleeper):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    sh = InteractiveShell.instance(history_length=0, history_load_length=0)
+    try:
+        sh.run_line_magic("load_ext", "nbdeploy")
+        sh.run_line_magic(
+            "deploy", f"schedule {sleeper} --every 1h --name nightly --catchup --paused"
+        )
+        sh.run_line_magic("deploy", f"schedule {sleeper} --every 1h --name plain")
+    finally:
+        InteractiveShell.clear_instance()
+    jobs = scheduler.scheduled().set_index("name")
+    assert bool(jobs.loc["nightly", "catchup"]) and bool(jobs.loc["nightly", "paused"])
+    assert not jobs.loc["plain", "catchup"] and not jobs.loc["plain", "paused"]
