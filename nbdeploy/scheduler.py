@@ -519,6 +519,8 @@ class Dispatcher:
         self.limit = limit
         # (job, scheduled time) -> (process, start time) of the runs this loop started
         self.children: dict[tuple[str, float], tuple[subprocess.Popen[bytes], float]] = {}
+        # job -> times skipped while its current run goes on: one line per stretch
+        self.skips: dict[str, int] = {}
 
     def tick(self, now: float | None = None) -> None:
         self.reap()
@@ -526,8 +528,10 @@ class Dispatcher:
         for job, when, action in plan(now):
             if action == "skip":
                 if claim(job.name, when, "skipped"):
-                    print(f"{_stamp()} {job.name}: skipped {_clock(when)} (still running)",
-                          flush=True)  # fmt: skip
+                    self.skips[job.name] = self.skips.get(job.name, 0) + 1
+                    if self.skips[job.name] == 1:  # the rest of the stretch: counted at its end
+                        print(f"{_stamp()} {job.name}: skipped {_clock(when)} (still running)",
+                              flush=True)  # fmt: skip
                 continue
             if len(_running(db)) >= self.limit:
                 continue  # stays due; the next tick looks again
@@ -564,8 +568,10 @@ class Dispatcher:
                 _abandon(name, when)
             status = row[0] if row and row[0] != "running" else "abandoned"
             took = time.time() - started
-            print(f"{_stamp()} {name}: {status} (run {row[1] if row else None}, {took:.1f} s)",
-                  flush=True)  # fmt: skip
+            skipped = self.skips.pop(name, 0)
+            more = f"; {skipped} times skipped while it ran" if skipped > 1 else ""
+            print(f"{_stamp()} {name}: {status} (run {row[1] if row else None}, {took:.1f} s"
+                  f"{more})", flush=True)  # fmt: skip
 
 
 def _clock(when: float) -> str:
