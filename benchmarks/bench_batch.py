@@ -199,8 +199,8 @@ def register_wide(columns: int) -> None:
     import nbdeploy as nd
 
     X = wide_frame(20_000, columns, 0, drifted=False)
-    categorical = [c for c in X.columns if X[c].dtype == object]
-    numeric = [c for c in X.columns if c not in categorical]
+    numeric = list(X.select_dtypes("number").columns)
+    categorical = [c for c in X.columns if c not in numeric]
     y = (X[numeric].sum(axis=1) + np.random.default_rng(0).normal(size=len(X)) > 0).astype(int)
     prep = ColumnTransformer(
         [("num", StandardScaler(), numeric), ("cat", OneHotEncoder(), categorical)]
