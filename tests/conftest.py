@@ -170,6 +170,10 @@ def postgres() -> Iterator[object]:
     try:
         yield pg
     finally:
+        from nbdeploy.auditlog import maintenance
+
+        # anchor while the server is up, not at interpreter exit after it stopped
+        maintenance.shutdown()
         pg.stop()
 
 

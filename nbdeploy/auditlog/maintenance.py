@@ -147,8 +147,12 @@ def _anchor_now(thread: Maintenance) -> None:
 
 
 @atexit.register
-def _final_anchor() -> None:
-    """A clean exit anchors what this process wrote since the last anchor."""
-    for thread in list(_threads.values()):
+def shutdown() -> None:
+    """Stop every maintenance thread of this process, anchoring what it wrote since the
+    last anchor: at a clean exit, or before the databases go away."""
+    with _lock:
+        threads = list(_threads.values())
+        _threads.clear()
+    for thread in threads:
         thread.stopped.set()
         _anchor_now(thread)
