@@ -125,16 +125,29 @@ def encode(ref: dict[str, np.ndarray], cur: dict[str, np.ndarray]) -> tuple[np.n
     return encoder.transform(ref), encoder.transform(cur)
 
 
-def density_ratio(ref_x: np.ndarray, cur_x: np.ndarray) -> np.ndarray:
-    """p_cur(x) / p_ref(x) at the reference rows, from a logistic domain classifier."""
+def density_ratio(
+    ref_x: np.ndarray,
+    cur_x: np.ndarray,
+    ref_extra: np.ndarray | None = None,
+    cur_extra: np.ndarray | None = None,
+) -> np.ndarray:
+    """p_cur(x) / p_ref(x) at the reference rows, from a logistic domain classifier.
+
+    ``*_extra``: one more feature column per side (the score's logit), given apart so
+    that no copy of the whole feature matrices is made to append it.
+    """
     from sklearn.linear_model import LogisticRegression
 
     # a few thousand rows per side fit a linear domain classifier as well as all of them
     if len(ref_x) == 0 or len(cur_x) == 0:
         return np.ones(len(ref_x))  # nothing to tell the two apart: no reweighting
     rng = np.random.default_rng(0)
-    fit_r = ref_x[rng.permutation(len(ref_x))[:MAX_FIT_ROWS]]
-    fit_c = cur_x[rng.permutation(len(cur_x))[:MAX_FIT_ROWS]]
+    pick_r = rng.permutation(len(ref_x))[:MAX_FIT_ROWS]
+    pick_c = rng.permutation(len(cur_x))[:MAX_FIT_ROWS]
+    fit_r, fit_c = ref_x[pick_r], cur_x[pick_c]
+    if ref_extra is not None and cur_extra is not None:
+        fit_r = np.column_stack([fit_r, ref_extra[pick_r]])
+        fit_c = np.column_stack([fit_c, cur_extra[pick_c]])
     x = np.vstack([fit_r, fit_c])
     d = np.r_[np.zeros(len(fit_r)), np.ones(len(fit_c))]
     # balanced classes, so the odds are the density ratio itself
@@ -142,7 +155,11 @@ def density_ratio(ref_x: np.ndarray, cur_x: np.ndarray) -> np.ndarray:
     # second order: converges in a few steps even with hundreds of one-hot columns
     clf = LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=50)
     clf.fit(x, d, sample_weight=sw)
-    w = np.exp(clf.decision_function(ref_x))
+    coef = clf.coef_[0]
+    logit = ref_x @ coef[: ref_x.shape[1]] + clf.intercept_[0]
+    if ref_extra is not None and cur_extra is not None:
+        logit += ref_extra * coef[-1]
+    w = np.exp(logit)
     w = np.minimum(w / w.mean(), MAX_WEIGHT)
     return w / w.mean()
 
@@ -225,8 +242,9 @@ class ClassifierReference:
             self.plain = _isotonic(self.score, correct, None)
             c = self.plain.predict(self.score)  # type: ignore[attr-defined]
         self.residual = correct - c
+        self.x = x
         # the score's logit is a feature of the density ratio too
-        self.x = None if x is None else np.hstack([x, _logit(self.score)[:, None] / 4])
+        self.logit = _logit(self.score) / 4
 
     def estimate(
         self,
@@ -242,7 +260,7 @@ class ClassifierReference:
         chunk of served rows."""
         score, pred = np.asarray(score, float), np.asarray(pred)
         if self.x is not None and x is not None:
-            w = density_ratio(self.x, np.hstack([x, _logit(score)[:, None] / 4]))
+            w = density_ratio(self.x, x, self.logit, _logit(score) / 4)
         else:
             w = np.ones(len(self.score))
         p_cur = self.plain.predict(score)  # type: ignore[attr-defined]
