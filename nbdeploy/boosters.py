@@ -97,20 +97,20 @@ class Recipe:
     def _targets(self, y: Any) -> np.ndarray:
         if self.classes is None:
             return np.asarray(y, dtype=np.float64)
+        from nbdeploy.exceptions import JobError
         from nbdeploy.monitoring.metrics import label_text
 
         index = {label_text(c): i for i, c in enumerate(self.classes)}
         texts = [label_text(v) for v in np.asarray(y, dtype=object)]
-        from nbdeploy.exceptions import JobError
-
-        unknown = sorted({t for t in texts if t not in index})
+        present = set(texts)
+        unknown = sorted(present - set(index))
         if unknown:
             raise JobError(
                 f"labels {unknown[:5]} are not among the classes the booster was trained on "
                 f"({', '.join(index)}); a new class needs a new model, not a retrain"
             )
         # class i of the booster is the i-th of the sorted labels it is registered with
-        absent = [t for t in index if t not in set(texts)]
+        absent = [t for t in index if t not in present]
         if absent:
             raise JobError(
                 f"the training data has no rows of class {absent}; a booster retrained "
