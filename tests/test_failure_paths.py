@@ -18,6 +18,7 @@ import pytest
 import nbdeploy as nd
 from nbdeploy import scheduler
 from tests.conftest import eventually, kernel_name
+from tests.test_jobs import _notebook
 
 pytestmark = pytest.mark.slow
 
@@ -64,22 +65,6 @@ def test_a_server_keeps_its_version_when_the_new_one_cannot_load(
     answer = dep.predict(X_test.head(20))
     assert (answer["model_version"] == 1).all()  # still answering, with version 1
     assert nd.deployments().set_index("name").loc["churn", "version"] == 1
-
-
-def _notebook(path, params: str, *cells: str):
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    nb = new_notebook(
-        cells=[new_code_cell(params), *(new_code_cell(c) for c in cells)],
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
-    )
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nbformat.write(nb, str(path))
-    return path
 
 
 def _claim(name: str, when: float) -> str | None:
