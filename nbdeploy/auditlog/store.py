@@ -52,7 +52,6 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_model_ts ON records (model_name, ts);
 CREATE INDEX IF NOT EXISTS records_deployment_ts ON records (deployment, ts);
-CREATE INDEX IF NOT EXISTS records_request ON records (request_id);
 CREATE TABLE IF NOT EXISTS feedback (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     prediction_id TEXT NOT NULL,
