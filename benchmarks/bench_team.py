@@ -43,29 +43,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_serving as bs  # noqa: E402
 import peers  # noqa: E402
 
-from tests.engines import Postgres, TrackingServer  # noqa: E402
+from tests.engines import Postgres, TrackingServer, environ  # noqa: E402
 
 
 @contextlib.contextmanager
 def environment(**values: str | None) -> Iterator[None]:
+    """``tests.engines.environ`` with nbdeploy's settings re-read inside and after."""
     from nbdeploy import config
 
-    saved = {k: os.environ.get(k) for k in values}
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    config.reset()
     try:
-        yield
+        with environ(**values):
+            config.reset()
+            yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        config.reset()
+        config.reset()  # the restored environment
 
 
 def throughput(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from nbdeploy import config
+from tests.engines import environ
 
 
 @pytest.fixture
@@ -111,28 +112,6 @@ def isolated_home(root: Path) -> Iterator[Path]:
             finally:
                 os.chdir(cwd)
     config.reset()
-
-
-@contextlib.contextmanager
-def environ(**values: str | None) -> Iterator[None]:
-    """Set (or, with None, unset) environment variables for a block, then restore them.
-
-    Servers started inside the block inherit them (``nd.serve`` passes its environment).
-    """
-    saved = {key: os.environ.get(key) for key in values}
-    try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

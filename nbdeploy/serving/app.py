@@ -395,21 +395,23 @@ class App:
 
     def _parse_invocation(self, schema: Any, kind: str, body: bytes) -> tuple[Any, int]:
         """Parse and check an ``/invocations`` body, counting rows as it goes."""
-        try:
+        with self._parse_errors():
             if kind == "text/csv":
                 inputs = wire.from_csv(schema, body, max_rows=self.max_rows)
             else:
                 wire.check_json_rows(body, self.max_rows)
                 booleans = b"true" in body or b"false" in body  # memchr-fast; see from_rows
                 inputs = wire.from_mlflow_json(schema, parse_json(body), may_hold_booleans=booleans)
-        except wire.TooManyRows:
-            raise self._too_many() from None
-        except SchemaError as exc:
-            raise HttpError(exc.code, str(exc)) from None
+        return inputs, self._counted(inputs)
+
+    def _parse_errors(self) -> _ParseErrors:
+        return _ParseErrors(self)
+
+    def _counted(self, inputs: Any) -> int:
         n = _rows(inputs)
         if n > self.max_rows:
             raise self._too_many()
-        return inputs, n
+        return n
 
     def _too_many(self) -> HttpError:
         return HttpError(
@@ -500,19 +502,29 @@ class App:
         )
 
     def _parse_oip(self, schema: Any, body: bytes) -> tuple[Any, Any, int]:
-        try:
+        with self._parse_errors():
             wire.check_json_rows(body, self.max_rows * max(len(schema.columns), 1), oip=True)
             data = parse_json(body)
             booleans = b"true" in body or b"false" in body  # as in _invocations
             inputs = wire.from_oip(schema, data, may_hold_booleans=booleans)
-        except wire.TooManyRows:
-            raise self._too_many() from None
-        except SchemaError as exc:
+        return data, inputs, self._counted(inputs)
+
+
+class _ParseErrors:
+    """A parser's refusals as HTTP errors: too many rows, a schema error (a plain class,
+    not a generator-based context manager: this is on every request's path)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, wire.TooManyRows):
+            raise self.app._too_many() from None
+        if isinstance(exc, SchemaError):
             raise HttpError(exc.code, str(exc)) from None
-        n = _rows(inputs)
-        if n > self.max_rows:
-            raise self._too_many()
-        return data, inputs, n
 
 
 def parse_json(body: bytes) -> Any:

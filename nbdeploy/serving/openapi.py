@@ -45,6 +45,12 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _json_body(properties: dict[str, Any], required: list[str], **more: Any) -> dict[str, Any]:
+    """A required JSON object request body."""
+    schema = {"type": "object", "properties": properties, "required": required, **more}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _columns(model: LoadedModel) -> tuple[dict[str, Any], dict[str, Any]]:
     """JSON schemas of one value per column, and of one list of values per column."""
     value: dict[str, Any] = {}
@@ -159,21 +165,10 @@ def openapi(model: LoadedModel, deployment: str) -> dict[str, Any]:
                 "post": {
                     "summary": "Predict (Open Inference Protocol V2)",
                     "parameters": [name_param],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "id": {"type": "string"},
-                                        "inputs": {"type": "array", "items": tensor},
-                                    },
-                                    "required": ["inputs"],
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _json_body(
+                        {"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor}},
+                        ["inputs"],
+                    ),
                     "responses": {
                         "200": _json({"type": "object"}),
                         **_errors("400 401 404 405 408 413 415 422 429 503", "OipError"),
@@ -236,25 +231,14 @@ def openapi(model: LoadedModel, deployment: str) -> dict[str, Any]:
             "/feedback": {
                 "post": {
                     "summary": "Record ground truth for logged predictions",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "prediction_ids": {
-                                            "type": "array",
-                                            "items": {"type": "string"},
-                                        },
-                                        "labels": {"type": "array"},
-                                    },
-                                    "required": ["prediction_ids", "labels"],
-                                    "additionalProperties": False,
-                                }
-                            }
+                    "requestBody": _json_body(
+                        {
+                            "prediction_ids": {"type": "array", "items": {"type": "string"}},
+                            "labels": {"type": "array"},
                         },
-                    },
+                        ["prediction_ids", "labels"],
+                        additionalProperties=False,
+                    ),
                     "responses": {
                         "200": _json(
                             {"type": "object", "properties": {"recorded": {"type": "integer"}}}
@@ -266,18 +250,7 @@ def openapi(model: LoadedModel, deployment: str) -> dict[str, Any]:
             "/admin/retire": {
                 "post": {
                     "summary": "Take a challenger (shadow or split) out of traffic",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"ref": {"type": "string"}},
-                                    "required": ["ref"],
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _json_body({"ref": {"type": "string"}}, ["ref"]),
                     "responses": {
                         "200": _json({"type": "object"}),
                         **_errors("400 401 404 405 408 413 415 429 503"),
