@@ -128,7 +128,12 @@ def _alive(pid: int) -> bool:
         except (ProcessLookupError, PermissionError):
             return False
         return True
-    return stat.split(") ")[-1][:1] != "Z" and b"nbdeploy" in cmdline
+    if stat.split(") ")[-1][:1] in ("Z", "X"):
+        return False  # exited (a zombie not reaped by its parent)
+    # The command line tells our server from another program that reused the PID; it is
+    # empty while a process is exiting (its memory is gone, its files, so the name lock,
+    # not yet): that process is still there.
+    return not cmdline or b"nbdeploy" in cmdline
 
 
 def _tail(path: Path, lines: int = 12) -> str:
