@@ -321,3 +321,34 @@ def test_time_windows_take_durations_and_refuse_nonsense():
     assert parse_time("2026-01-31T12:00") == 1769860800.0
     with pytest.raises(nd.AuditLogError, match="is not a time"):
         parse_time("yesterday-ish")
+
+
+def test_the_alert_child_ends_soon_after_its_server(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # a stand-in server: starts the child with itself as parent, waits until the child
+    # sleeps in its loop (the kernel names the wait), then is gone
+    spawn = (
+        "import os, subprocess, sys, time; code = 'import sys; from nbdeploy.monitoring."
+        "alerting import alert_loop; alert_loop(sys.argv[1], float(sys.argv[2]), "
+        "int(sys.argv[3]))'; "
+        "quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "child = subprocess.Popen([sys.executable, '-c', code, 'x', '60', str(os.getpid())], "
+        "**quiet); "
+        "wchan = f'/proc/{child.pid}/wchan'\n"
+        "while open(wchan).read() != 'hrtimer_nanosleep': time.sleep(0.05)\n"
+        "print(child.pid, flush=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True)
+    stat = Path(f"/proc/{int(out.stdout)}/stat")
+
+    def gone() -> bool:  # a zombie waiting for its new parent to reap it counts as gone
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+        except FileNotFoundError:
+            return True
+
+    # an interval is 60 s: before, the child slept it out and ran one more check
+    eventually(gone, 20, "the orphaned alert child to exit")

@@ -158,8 +158,12 @@ class AlertTimer(threading.Thread):
 def alert_loop(name: str, interval: float, parent: int) -> None:
     """The alert child's life: a check every ``interval`` seconds while its server lives."""
     os.nice(10)  # the server's requests come first
-    while os.getppid() == parent:
-        time.sleep(interval)
+    steps = max(1, round(interval))  # look for the server every second: a stopped or
+    while True:  # killed one must not leave a child behind to run one more check
+        for _ in range(steps):
+            time.sleep(interval / steps)
+            if os.getppid() != parent:
+                return
         check_once(name)
 
 
