@@ -84,6 +84,12 @@ def _parser() -> _Parser:
     )
     p.add_argument("--alias", help="an alias to put on the new version at once")
     p.add_argument("--description", help="a sentence stored with the version")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also store the model's ONNX conversion (parity-checked): servers started with "
+        "the ONNX runtime then skip importing scikit-learn",
+    )
 
     p = add(
         "test",
@@ -341,7 +347,13 @@ class DeployMagics(Magics):
             raise UsageError("--data takes X_VAR and optionally Y_VAR")
         X, y = [*data, None, None][:2]
         return nd.register(
-            self._var(a.model), a.name, X, y, alias=a.alias, description=a.description
+            self._var(a.model),
+            a.name,
+            X,
+            y,
+            alias=a.alias,
+            description=a.description,
+            onnx=a.onnx,
         )
 
     def _test(self, a: argparse.Namespace) -> Any:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 import pytest
@@ -100,3 +102,62 @@ def test_cli_export_onnx(champion, tmp_path, capsys):
     assert '"ok": true' in capsys.readouterr().out
     assert main(["export", "onnx", "nope@champion"]) == 1
     shutil.rmtree(tmp_path)
+
+
+def test_a_stored_conversion_serves_in_a_container_without_scikit_learn(
+    home, churn_data, churn_models, tmp_path
+):
+    from tests.test_exports_docker import TOKEN, _instructions, run_entrypoint, wait_ready
+
+    X, y, X_test, _ = churn_data
+    mv = nd.register(churn_models[0], "churn", X, y, onnx=True)
+    files = load(mv.ref).files
+    assert registry.METADATA in files.files and "model.onnx" in files.files  # hashed with them
+    assert files.json(registry.METADATA)["onnx"]["parity"]["ok"]
+    context = nd.export(mv.ref, "docker", tmp_path / "ctx")
+    entry = json.loads(_instructions((context / "Dockerfile").read_text())["ENTRYPOINT"][0])
+    assert entry[-2:] == ["--runtime", "onnx"]
+    assert any(
+        r.startswith("onnxruntime==") for r in (context / "requirements.txt").read_text().split()
+    )
+    child, url = run_entrypoint(context, tmp_path)
+    try:
+        wait_ready(child, url, tmp_path / "server.log")
+        rows = X_test.head(50)
+        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        answer = httpx.post(
+            url + "/invocations", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == list(churn_models[0].predict(rows))
+        # scikit-learn's compiled modules load with it: none is mapped into the server
+        maps = Path(f"/proc/{child.pid}/maps").read_text()
+        assert "onnxruntime" in maps and "/sklearn/" not in maps
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def test_a_changed_stored_conversion_is_refused(home, churn_data, churn_models):
+    X, y, _, _ = churn_data
+    mv = nd.register(churn_models[0], "churn", X, y, onnx=True)
+    cached = registry.cache_path("churn", mv.version, registry.manifest_sha(mv))
+    registry.fetch_model(mv)
+    data = (cached / "model.onnx").read_bytes()
+    (cached / "model.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(nd.IntegrityError):
+        load(mv.ref, runtime="onnx")
+
+
+def test_a_conversion_that_answers_differently_is_not_registered(
+    home, churn_data, churn_models, monkeypatch
+):
+    from nbdeploy.exports import to_onnx
+
+    X, y, _, _ = churn_data
+    monkeypatch.setattr(
+        to_onnx, "parity", lambda *a: to_onnx.ParityReport(26, False, 0.3)
+    )  # the failure mode in isolation: float32 flipping labels
+    with pytest.raises(nd.NbdeployError, match="without onnx=True"):
+        nd.register(churn_models[0], "churn", X, y, onnx=True)
+    assert registry.model_names() == []

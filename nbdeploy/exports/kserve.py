@@ -28,9 +28,7 @@ def inference_service(
         namespace,
         (isvc, f"{isvc}.{namespace}", f"{isvc}.{namespace}.svc.cluster.local"),
     )
-    entry = ["nbdeploy", "serve", docker.MODEL, "--name", isvc, "--host", "0.0.0.0"]
-    entry += ["--port", str(docker.PORT)]
-    entry += ["--resolved", f"{origin['version']}:{origin['manifest_sha256']}"]
+    entry = docker.serve_command(origin, isvc)
     probe = {"path": "/v2/health/ready", "port": docker.PORT}
     return {
         "apiVersion": "serving.kserve.io/v1beta1",

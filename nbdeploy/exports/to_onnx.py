@@ -27,6 +27,8 @@ import numpy as np
 from nbdeploy.exceptions import NbdeployError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nbdeploy.schema import Schema
     from nbdeploy.serving.adapter import LoadedModel
 
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 TOLERANCE = 1e-5
 #: Opsets every converter used here supports (the tree converters stop at ai.onnx.ml 3)
 _OPSET = {"": 17, "ai.onnx.ml": 3}
+#: A version's stored conversion (``nd.register(..., onnx=True)``), hashed with its files
+STORED = "model.onnx"
 _MISSING = "ONNX export needs skl2onnx, onnxmltools and onnxruntime: pip install nbdeploy[onnx]"
 
 
@@ -325,6 +329,32 @@ def write(ref: str, path: Any) -> Any:
             stacklevel=3,
         )
     return target
+
+
+def store(path: Path, name: str) -> dict[str, Any]:
+    """Convert the model saved in the version folder ``path`` (its metadata and profile
+    written, its manifest not yet) and write the conversion there as :data:`STORED`, so
+    the manifest hashes it with the rest. What to record in the metadata comes back.
+
+    A conversion that fails the parity check is not stored: a server asked for the ONNX
+    runtime must not answer differently from the registered model.
+    """
+    from nbdeploy import integrity, registry
+    from nbdeploy.models import ModelVersion
+    from nbdeploy.serving.adapter import LoadedModel
+
+    files = integrity.read_verified(path, None, what=name, trust_unverified=True)
+    native = LoadedModel(ModelVersion(name, 0, ""), files)
+    data = convert(native)
+    report = parity(native, load_onnx(native, data), files.json(registry.PROFILE))
+    if not report.ok:
+        raise NbdeployError(
+            f"the ONNX form of {name} differs from the model beyond {TOLERANCE:g} "
+            f"(labels identical: {report.labels_identical}, largest difference "
+            f"{report.max_abs_diff:.3g}); register without onnx=True to serve it natively"
+        )
+    (path / STORED).write_bytes(data)
+    return {"file": STORED, "parity": report.to_dict()}
 
 
 def load_onnx(native: LoadedModel, data: bytes | None = None) -> LoadedModel:

@@ -118,6 +118,8 @@ class LoadedModel:
             if runtime == "onnx":
                 from nbdeploy.exports.to_onnx import OnnxSession, convert
 
+                if onnx_bytes is None:  # the conversion stored at registration, else a new one
+                    onnx_bytes = verified.files.get(self.meta.get("onnx", {}).get("file", ""))
                 if onnx_bytes is None:
                     onnx_bytes = convert(LoadedModel(mv, verified, alias=alias))
                 self.model = OnnxSession(
