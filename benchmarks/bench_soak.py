@@ -56,12 +56,16 @@ class Target:
         return out, errors
 
 
-def pace(target: Target, rate: float, stop: threading.Event) -> None:
-    """Send on a fixed schedule; a late response delays later sends, never skips them."""
+def pace(target: Target, rate: float, phase: float, stop: threading.Event) -> None:
+    """Send on a fixed schedule; a late response delays later sends, never skips them.
+
+    ``phase`` (a fraction of the period) staggers the servers' schedules: they share one
+    core, and requests sent at the same instant would each wait behind the others' work.
+    """
     host, port = target.server.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     headers = {"Content-Type": "application/json"}
-    start, i = time.perf_counter(), 0
+    start, i = time.perf_counter() + phase / rate, 0
     while not stop.is_set():
         due = start + i / rate
         wait = due - time.perf_counter()
@@ -157,7 +161,8 @@ def soak(args: argparse.Namespace, home: Path, settings: object) -> int:
     os.sched_setaffinity(0, {bs.CORE_CLIENT})
     stop = threading.Event()
     threads = [
-        threading.Thread(target=pace, args=(t, args.rate, stop), daemon=True) for t in targets
+        threading.Thread(target=pace, args=(t, args.rate, k / len(targets), stop), daemon=True)
+        for k, t in enumerate(targets)
     ]
     for thread in threads:
         thread.start()
