@@ -310,7 +310,8 @@ def big_request_ms(url: str, body: bytes, n: int) -> float:
 # -- model --------------------------------------------------------------------------------
 
 
-def train_and_register(seed: int = 0) -> tuple[Any, Any]:
+def train_and_register(seed: int = 0, *, onnx: bool = False) -> tuple[Any, Any]:
+    """The benchmark model registered as bench/1 (``onnx``: with its ONNX conversion stored)."""
     import numpy as np
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
@@ -330,7 +331,7 @@ def train_and_register(seed: int = 0) -> tuple[Any, Any]:
     logits = ((X - X.mean()) / X.std()).to_numpy() @ weights
     y = (logits + rng.logistic(size=n) > 0).astype(int)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
-    mv = nd.register(model, "bench", X, y)
+    mv = nd.register(model, "bench", X, y, onnx=onnx)
     if mv.version != 1:
         raise RuntimeError(f"expected version 1 in a fresh home, got {mv.version}")
     return X, model

@@ -6,7 +6,9 @@ reported. Run: ``.venv/bin/python benchmarks/bench_startup.py``.
 ``--peers`` instead measures, side by side in one run, the time from spawning a server
 process to its first answered single-row request (what a scale-to-zero container pays)
 for ``nbdeploy serve`` (as ``nd.serve`` starts it: version resolved and fetched by the
-caller), ``mlflow models serve`` and Seldon MLServer 1.7.1 (in-process inference), all
+caller), natively and with ``--runtime onnx`` on the conversion stored at registration
+(``nd.register(..., onnx=True)``, what a container export of such a version runs),
+``mlflow models serve`` and Seldon MLServer 1.7.1 (in-process inference), all
 serving the benchmark model of ``bench_serving.py``; ``--repeats`` runs each, medians.
 """
 
@@ -73,7 +75,7 @@ def peers_side_by_side(repeats: int) -> None:
     config.reset()
     load = os.getloadavg()[0]
     try:
-        X, _ = bs.train_and_register()
+        X, _ = bs.train_and_register(onnx=True)
         one = bs.split_body([X.iloc[0].tolist()])
         v2 = peers.v2_body(X.iloc[0].tolist())
         mv = registry.resolve("bench/1")
@@ -81,28 +83,30 @@ def peers_side_by_side(repeats: int) -> None:
         registry.fetch_model(mv)
         model_file = peers.pickle_of("bench/1")
         peers.ensure_mlserver()
-        times: dict[str, list[float]] = {"nbdeploy serve": [], "mlflow models serve": []}
-        times["MLServer 1.7.1"] = []
+        runtimes = {"nbdeploy serve": "native", "nbdeploy serve --runtime onnx": "onnx"}
+        times: dict[str, list[float]] = {label: [] for label in runtimes}
+        times["mlflow models serve"], times["MLServer 1.7.1"] = [], []
         for i in range(repeats):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-            command = [sys.executable, "-m", "nbdeploy.cli", "serve", "bench/1"]
-            command += ["--name", f"cold{i}", "--port", str(port), "--resolved", resolved]
-            t0 = time.perf_counter()
-            child = subprocess.Popen(
-                command,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=config.child_env(),
-                start_new_session=True,
-            )
-            bs._groups.add(child.pid)
-            url = f"http://127.0.0.1:{port}"
-            times["nbdeploy serve"].append(
-                bs.wait_first_answer(url, one, t0, lambda c=child: c.poll() is None)
-            )
-            bs._kill_group(child.pid)
+            for label, runtime in runtimes.items():
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                command = [sys.executable, "-m", "nbdeploy.cli", "serve", "bench/1"]
+                command += ["--name", f"cold{i}", "--port", str(port), "--resolved", resolved]
+                t0 = time.perf_counter()
+                child = subprocess.Popen(
+                    [*command, "--runtime", runtime],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=config.child_env(),
+                    start_new_session=True,
+                )
+                bs._groups.add(child.pid)
+                url = f"http://127.0.0.1:{port}"
+                times[label].append(
+                    bs.wait_first_answer(url, one, t0, lambda c=child: c.poll() is None)
+                )
+                bs._kill_group(child.pid)
             ml = bs.MlflowServer(one, config.settings().tracking_uri, home / "mlflow.log")
             times["mlflow models serve"].append(ml.first_answer_s)
             ml.stop()

@@ -161,3 +161,34 @@ def test_a_conversion_that_answers_differently_is_not_registered(
     with pytest.raises(nd.NbdeployError, match="without onnx=True"):
         nd.register(churn_models[0], "churn", X, y, onnx=True)
     assert registry.model_names() == []
+
+
+def test_a_numeric_model_on_its_stored_conversion_needs_neither_sklearn_nor_pandas(
+    home, churn_data
+):
+    import subprocess
+    import sys
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, X_test, _ = churn_data
+    X, X_test = X.select_dtypes("number"), X_test.select_dtypes("number")
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    mv = nd.register(model, "numeric", X, y, onnx=True)
+    registry.fetch_model(mv)
+    # what `nbdeploy serve --resolved` does in a new process: load, warm up, answer
+    code = (
+        "import sys, numpy as np; from nbdeploy.serving.adapter import load_verified; "
+        f"m = load_verified('numeric', {mv.version}, {registry.manifest_sha(mv)!r}, "
+        "runtime='onnx'); "
+        f"out = m.predict(np.array({X_test.head(30).to_numpy().tolist()!r})); "
+        "print(list(out.predictions)); "
+        "print(sorted(k for k in ('sklearn', 'pandas', 'mlflow') if k in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    predictions, imported = done.stdout.strip().splitlines()
+    assert predictions == repr(list(model.predict(X_test.head(30))))
+    assert imported == "[]"

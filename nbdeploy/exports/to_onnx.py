@@ -202,10 +202,13 @@ class OnnxSession:
             self.classes_ = np.asarray(classes)
 
     def _feeds(self, X: Any) -> dict[str, np.ndarray]:
-        import pandas as pd
-
         if self.inputs == ["input"]:
             return {"input": np.asarray(X, dtype=np.float32)}
+        if isinstance(X, np.ndarray):  # all-numeric columns: one (n, 1) slice each
+            matrix = X.astype(np.float32)
+            return {name: matrix[:, i : i + 1] for i, name in enumerate(self.schema.names)}
+        import pandas as pd
+
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=self.schema.names)
         feeds = {}
         for col in self.schema.columns:

@@ -140,6 +140,9 @@ class LoadedModel:
             self.model = mlflow.pyfunc.load_model(str(verified.materialize()))
             self.has_proba = self.argmax = False
         self.matrix_ok = False
+        #: an ONNX graph of numeric columns is fed float32 tensors cut from a matrix: no
+        #: DataFrame (nor pandas, a quarter of a second at start) is ever needed
+        self.matrix_only = runtime == "onnx" and self.schema.numeric
         self._warm_up()
 
     @property
@@ -176,11 +179,12 @@ class LoadedModel:
 
     def features(self, inputs: np.ndarray | dict[str, Any]) -> Any:
         """What the model's predict takes: a float matrix when proven equal, else a frame."""
-        if isinstance(inputs, np.ndarray) and self.matrix_ok:
+        matrix = self.matrix_ok or self.matrix_only
+        if isinstance(inputs, np.ndarray) and matrix:
             # column-major, as a DataFrame's values are: BLAS then sums in the same
             # order and the results match the DataFrame path bit for bit
             return np.asfortranarray(inputs)
-        if self.matrix_ok:  # checked columns of an all-numeric schema: no DataFrame either
+        if matrix:  # checked columns of an all-numeric schema: no DataFrame either
             columns = [np.asarray(inputs[c], dtype=np.float64) for c in self.schema.names]
             return np.asfortranarray(np.column_stack(columns))
         if isinstance(inputs, np.ndarray) and self.schema.positional:
