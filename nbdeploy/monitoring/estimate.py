@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nbdeploy.exceptions import NbdeployError
-from nbdeploy.monitoring import logged
+from nbdeploy.monitoring import estimation, logged
 from nbdeploy.monitoring.estimation import Estimate
 
 if TYPE_CHECKING:
@@ -112,8 +112,6 @@ class Estimator:
     def __init__(
         self, name: str, version: logged.Version, holdout: pd.DataFrame, frame: pd.DataFrame
     ) -> None:
-        from nbdeploy.monitoring import estimation
-
         self.name, self.version = name, version
         notes = [f"{len(holdout)} held-out rows from nd.test calibrate the estimate"]
         if version.pii:
@@ -168,10 +166,13 @@ class Estimator:
             notes.append("multiclass: accuracy is estimated; F1 and ROC-AUC only for binary models")
         self.notes = tuple(notes)
 
-    def _features(self, frame: pd.DataFrame) -> np.ndarray | None:
+    def _features(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray | None:
+        """The encoded features of ``frame`` (of its ``rows`` only, when given)."""
         if self.encoder is None:
             return None
-        return self.encoder.transform({c: frame[n].to_numpy() for c, n in self.logged_as.items()})
+        pick = slice(None) if rows is None else rows
+        columns = {c: frame[n].to_numpy()[pick] for c, n in self.logged_as.items()}
+        return self.encoder.transform(columns)
 
     def estimate(self, frame: pd.DataFrame, *, weighted: bool = True) -> PerformanceEstimate:
         """Estimates for ``frame`` (logged rows of this version); ``weighted=False``:
@@ -199,15 +200,16 @@ class Estimator:
             return PerformanceEstimate(task="regression", mae=est["mae"], rmse=est["rmse"],
                                        realized=measured, **common)  # fmt: skip
         assert self.classifier is not None
-        cur_x = self._features(frame) if weighted else None
+        rows = estimation.fit_rows(len(frame))  # all the density ratio reads
+        cur_x = self._features(frame, rows) if weighted else None
         cur_pred = np.array(logged.label_text(frame["prediction"]), dtype=object)
         cur_proba = frame[[f"proba_{c}" for c in self.classes]].to_numpy(float)
         if self.binary:
             est = self.classifier.estimate(
-                cur_proba[:, 1], (cur_pred == self.positive).astype(int), cur_x
+                cur_proba[:, 1], (cur_pred == self.positive).astype(int), cur_x, x_rows=rows
             )
         else:
-            est = self.classifier.estimate(cur_proba.max(axis=1), cur_pred, cur_x)
+            est = self.classifier.estimate(cur_proba.max(axis=1), cur_pred, cur_x, x_rows=rows)
         realized: dict[str, float] = {}
         if known.sum() >= 10 and labels is not None:
             from nbdeploy.monitoring.metrics import _classification

@@ -37,6 +37,8 @@ import numpy as np
 Z = 1.959964
 MAX_WEIGHT = 20.0
 MAX_FIT_ROWS = 3000
+#: standardized features are clipped to this many standard deviations
+CLIP_Z = 5.0
 #: a correction this many standard errors out of its noise is kept by half
 HALF_KEPT_AT = 2.0
 
@@ -83,11 +85,15 @@ class Encoder:
     def transform(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(columns.values()))) if columns else 0
         width = sum(3 if flag else 2 for _, _, flag in self.numeric.values())
-        out = np.zeros((n, width + sum(len(top) for top in self.categories.values())))
+        # float32: half the memory of a large reference; the domain classifier's Newton
+        # steps run twice as fast (clipped features keep its Hessian well conditioned)
+        out = np.zeros((n, width + sum(len(top) for top in self.categories.values())), np.float32)
         j = 0
         for name, (mu, sd, flag) in self.numeric.items():
             a = _as_float(columns[name])
-            z = np.nan_to_num((a - mu) / sd)
+            # clipped: one far outlier's square would otherwise steer the domain
+            # classifier, and which reference rows it is fitted on would decide the estimate
+            z = np.clip(np.nan_to_num((a - mu) / sd), -CLIP_Z, CLIP_Z)
             out[:, j], out[:, j + 1] = z, z**2 / 4
             if flag:
                 out[:, j + 2] = np.isnan(a)
@@ -125,6 +131,14 @@ def encode(ref: dict[str, np.ndarray], cur: dict[str, np.ndarray]) -> tuple[np.n
     return encoder.transform(ref), encoder.transform(cur)
 
 
+def fit_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Which of ``n`` rows the density ratio is fitted on: all, or ``MAX_FIT_ROWS`` of
+    them at random (in order). Encode only these rows of a served chunk."""
+    if n <= MAX_FIT_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_FIT_ROWS, replace=False))
+
+
 def density_ratio(
     ref_x: np.ndarray,
     cur_x: np.ndarray,
@@ -133,22 +147,22 @@ def density_ratio(
 ) -> np.ndarray:
     """p_cur(x) / p_ref(x) at the reference rows, from a logistic domain classifier.
 
-    ``*_extra``: one more feature column per side (the score's logit), given apart so
-    that no copy of the whole feature matrices is made to append it.
+    ``cur_x`` may be all served rows or only those :func:`fit_rows` picks (encoding
+    the rest would be wasted). ``*_extra``: one more feature column per side (the
+    score's logit), given apart so that no copy of the whole feature matrices is made
+    to append it.
     """
     from sklearn.linear_model import LogisticRegression
 
     # a few thousand rows per side fit a linear domain classifier as well as all of them
     if len(ref_x) == 0 or len(cur_x) == 0:
         return np.ones(len(ref_x))  # nothing to tell the two apart: no reweighting
-    rng = np.random.default_rng(0)
-    pick_r = rng.permutation(len(ref_x))[:MAX_FIT_ROWS]
-    pick_c = rng.permutation(len(cur_x))[:MAX_FIT_ROWS]
+    pick_r, pick_c = fit_rows(len(ref_x)), fit_rows(len(cur_x), seed=1)
     fit_r, fit_c = ref_x[pick_r], cur_x[pick_c]
     if ref_extra is not None and cur_extra is not None:
         fit_r = np.column_stack([fit_r, ref_extra[pick_r]])
         fit_c = np.column_stack([fit_c, cur_extra[pick_c]])
-    x = np.vstack([fit_r, fit_c])
+    x = np.vstack([fit_r, fit_c]).astype(np.float32, copy=False)
     d = np.r_[np.zeros(len(fit_r)), np.ones(len(fit_c))]
     # balanced classes, so the odds are the density ratio itself
     sw = np.where(d == 1, len(fit_r) / len(fit_c), 1.0)
@@ -156,7 +170,8 @@ def density_ratio(
     clf = LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=50)
     clf.fit(x, d, sample_weight=sw)
     coef = clf.coef_[0]
-    logit = ref_x @ coef[: ref_x.shape[1]] + clf.intercept_[0]
+    logit = (ref_x @ coef[: ref_x.shape[1]].astype(ref_x.dtype)).astype(float)
+    logit += clf.intercept_[0]
     if ref_extra is not None and cur_extra is not None:
         logit += ref_extra * coef[-1]
     w = np.exp(logit)
@@ -252,22 +267,25 @@ class ClassifierReference:
         pred: np.ndarray,
         x: np.ndarray | None = None,
         *,
+        x_rows: np.ndarray | None = None,
         n_sim: int = 200,
         seed: int = 0,
         accuracy_only: bool = False,
     ) -> dict[str, Estimate]:
         """Accuracy (and, when binary and not ``accuracy_only``, F1 and ROC-AUC) of one
-        chunk of served rows."""
+        chunk of served rows. ``x``: their encoded features, or only those of rows
+        ``x_rows`` (as :func:`fit_rows` picks them: all the density ratio reads)."""
         score, pred = np.asarray(score, float), np.asarray(pred)
         if self.x is not None and x is not None:
-            w = density_ratio(self.x, x, self.logit, _logit(score) / 4)
+            logit = _logit(score if x_rows is None else score[x_rows]) / 4
+            w = density_ratio(self.x, x, self.logit, logit)
         else:
             w = np.ones(len(self.score))
         p_cur = self.plain.predict(score)  # type: ignore[attr-defined]
         c_cur = np.where(pred == 1, p_cur, 1 - p_cur) if self.binary else p_cur
         n = len(c_cur)
         correction, var = _correction(w, self.residual)
-        value = float(c_cur.mean()) + correction
+        value = min(max(float(c_cur.mean()) + correction, 0.0), 1.0)  # a share, whatever w says
         var += np.sum(c_cur * (1 - c_cur)) / n**2
         half = Z * math.sqrt(var)
         out = {"accuracy": Estimate(value, max(value - half, 0.0), min(value + half, 1.0))}
