@@ -12,7 +12,9 @@ Run from the repository root (about 3 minutes with the defaults)::
 
     .venv/bin/python benchmarks/bench_latency.py [--rounds 5] [--seconds 8]
 
-``--no-mlserver`` skips MLServer (its venv is created on first use otherwise).
+``--no-mlserver`` skips MLServer (its venv is created on first use otherwise);
+``--floor`` adds a do-nothing app on the server's own HTTP stack (uvicorn, httptools,
+uvloop): what of the tail belongs to the machine, the stack and wrk, not the model.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0, help="wrk seconds per run")
     parser.add_argument("--no-mlserver", action="store_true")
+    parser.add_argument(
+        "--floor", action="store_true", help="also a do-nothing app on the same HTTP stack"
+    )
     parser.add_argument(
         "--baseline", type=Path, help="also serve this checkout of nbdeploy (an A/B comparison)"
     )
@@ -95,6 +100,14 @@ def measure(args: argparse.Namespace, home: Path) -> int:
             base.url + "/v2/models/bench/infer",
             peers.lua_script(home / "e.lua", v2),
             base.pgid,
+        )
+    if args.floor:
+        floor = peers.Floor(one)
+        servers.append(floor)
+        targets["bare uvicorn (floor)"] = (
+            floor.url + "/invocations",
+            peers.lua_script(home / "f.lua", one),
+            floor.pgid,
         )
     if not args.no_mlserver:
         ml = peers.MLServer(peers.pickle_of("bench/1"), home / "mlserver")

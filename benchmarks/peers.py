@@ -201,3 +201,46 @@ def cpu_seconds(pgid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
+
+
+#: A do-nothing ASGI app under the server's own HTTP stack (uvicorn, httptools, uvloop,
+#: the same GIL switch interval): the latency floor of this machine, this stack and wrk
+FLOOR_APP = """
+import sys, uvicorn
+from nbdeploy.serving.server import steady_tail
+
+ANSWER = b'{"predictions": [0]}'
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": ANSWER})
+
+steady_tail()
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            lifespan="off", access_log=False, log_level="warning")
+"""
+
+
+class Floor(bs.Server):
+    """:data:`FLOOR_APP` in a process of its own; answers any POST with one prediction."""
+
+    label = "bare uvicorn (floor)"
+
+    def __init__(self, body: bytes) -> None:
+        port = bs._free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_APP, str(port)],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pgid = self.proc.pid
+        bs._groups.add(self.pgid)
+        bs.wait_first_answer(self.url, body, self.t0, lambda: self.proc.poll() is None)
