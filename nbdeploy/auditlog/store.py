@@ -31,9 +31,12 @@ from nbdeploy.exceptions import AuditLogError
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # labels may arrive as numpy scalars
 #: Passive checkpoints in a row that try to copy the WAL's last frames between commits.
 CATCH_UP_PASSES = 20
+# ``seq`` is a plain rowid, not AUTOINCREMENT: rows are only ever appended, so the next
+# seq is max + 1 either way, and AUTOINCREMENT's bookkeeping row (sqlite_sequence) was one
+# more page written to the WAL by every commit. Logs made before keep their schema.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     record_id TEXT NOT NULL UNIQUE,
     request_id TEXT NOT NULL,
     ts REAL NOT NULL,
@@ -53,7 +56,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_model_ts ON records (model_name, ts);
 CREATE INDEX IF NOT EXISTS records_deployment_ts ON records (deployment, ts);
 CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     prediction_id TEXT NOT NULL,
     model_name TEXT NOT NULL,
     deployment TEXT NOT NULL DEFAULT '',
@@ -65,7 +68,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_prediction ON feedback (prediction_id);
 CREATE TABLE IF NOT EXISTS alerts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
     deployment TEXT NOT NULL,
     rule TEXT NOT NULL,
@@ -81,7 +84,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_deployment_ts ON alerts (deployment, ts);
 CREATE TABLE IF NOT EXISTS rejections (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
     deployment TEXT NOT NULL,
     model_name TEXT NOT NULL,
