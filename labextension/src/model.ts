@@ -1,7 +1,4 @@
-import { Poll } from '@lumino/polling';
-import { ISignal, Signal } from '@lumino/signaling';
-
-import { requestAPI } from './handler';
+import { PolledModel } from './polled';
 import {
   IDeploymentInfo,
   IDeploymentsReply,
@@ -9,48 +6,23 @@ import {
   IModelsReply
 } from './types';
 
-/** What the model needs from the HTTP layer (tests pass a fake). */
-export type Request = <T>(endPoint: string, init?: RequestInit) => Promise<T>;
+export type { Request } from './polled';
 
 export namespace DeployModel {
-  export interface IOptions {
-    request?: Request;
-    /** Poll interval when everything answers, ms. */
-    interval?: number;
-    /** Longest interval after repeated failures (the poll backs off), ms. */
-    maxInterval?: number;
+  export interface IOptions extends PolledModel.IOptions {
     /** Clock for traffic rates (tests). */
     now?: () => number;
   }
 }
 
 /**
- * The panel's state: models and deployments, refreshed by a `Poll`.
- *
- * The poll backs off while requests fail, and stands by while the panel is hidden
- * (`active` false) or the browser tab is. Failures are kept in `error` for the view
- * to show; actions (`promote`, `rollback`, `stop`) reject with the server's message.
+ * The panel's state: models and deployments, with traffic rates between polls.
+ * Actions (`promote`, `rollback`, `stop`) reject with the server's message.
  */
-export class DeployModel {
+export class DeployModel extends PolledModel {
   constructor(options: DeployModel.IOptions = {}) {
-    this._request = options.request ?? requestAPI;
+    super('nbdeploy:panel', options);
     this._now = options.now ?? Date.now;
-    this._poll = new Poll({
-      auto: false,
-      factory: () => this._fetch(),
-      frequency: {
-        interval: options.interval ?? 5000,
-        backoff: true,
-        max: options.maxInterval ?? 60000
-      },
-      name: 'nbdeploy:panel',
-      standby: () => (this._active ? 'when-hidden' : true)
-    });
-  }
-
-  /** Emitted whenever anything the views show changes. */
-  get changed(): ISignal<this, void> {
-    return this._changed;
   }
 
   get models(): readonly IModelInfo[] {
@@ -61,19 +33,9 @@ export class DeployModel {
     return this._deployments;
   }
 
-  /** The last polling failure, null once a poll succeeds again. */
-  get error(): string | null {
-    return this._error;
-  }
-
   /** Where the server's registry lives (`NBDEPLOY_HOME`). */
   get home(): string {
     return this._home;
-  }
-
-  /** Whether at least one poll has answered. */
-  get loaded(): boolean {
-    return this._loaded;
   }
 
   /** Time of the last successful poll (ms since the epoch), 0 before. */
@@ -86,35 +48,6 @@ export class DeployModel {
     return this._rates.get(name) ?? null;
   }
 
-  /** The panel is shown: poll (and refresh now); hidden: stand by. */
-  get active(): boolean {
-    return this._active;
-  }
-  set active(value: boolean) {
-    if (value === this._active) {
-      return;
-    }
-    this._active = value;
-    if (value) {
-      void this.refresh();
-    }
-  }
-
-  get isDisposed(): boolean {
-    return this._poll.isDisposed;
-  }
-
-  /** Start polling (the first tick runs at once). */
-  async start(): Promise<void> {
-    await this._poll.start();
-  }
-
-  /** Poll now rather than at the next tick. */
-  async refresh(): Promise<void> {
-    await this._poll.refresh();
-    await this._poll.tick;
-  }
-
   /** Move `alias` onto `name`/`version`; `force` skips the test gate. */
   async promote(
     name: string,
@@ -122,7 +55,7 @@ export class DeployModel {
     alias: string,
     force = false
   ): Promise<void> {
-    await this._act(`models/${encodeURIComponent(name)}/promote`, {
+    await this.post(`models/${encodeURIComponent(name)}/promote`, {
       version,
       alias,
       force
@@ -131,50 +64,24 @@ export class DeployModel {
 
   /** Move `alias` of `name` back to its previous holder. */
   async rollback(name: string, alias: string): Promise<void> {
-    await this._act(`models/${encodeURIComponent(name)}/rollback`, { alias });
+    await this.post(`models/${encodeURIComponent(name)}/rollback`, { alias });
   }
 
   /** Stop the deployment `name`. */
   async stop(name: string): Promise<void> {
-    await this._act(`deployments/${encodeURIComponent(name)}/stop`, {});
+    await this.post(`deployments/${encodeURIComponent(name)}/stop`);
   }
 
-  dispose(): void {
-    this._poll.dispose();
-    Signal.clearData(this);
-  }
-
-  private async _act(endPoint: string, body: object): Promise<void> {
-    try {
-      await this._request(endPoint, {
-        method: 'POST',
-        body: JSON.stringify(body)
-      });
-    } finally {
-      // show the outcome (or what changed meanwhile) even when the action failed
-      void this.refresh().catch(() => undefined);
-    }
-  }
-
-  private async _fetch(): Promise<void> {
-    try {
-      const [models, deployments] = await Promise.all([
-        this._request<IModelsReply>('models'),
-        this._request<IDeploymentsReply>('deployments')
-      ]);
-      this._models = models.models;
-      this._home = models.home;
-      this._updateRates(deployments.deployments);
-      this._deployments = deployments.deployments;
-      this._error = null;
-      this._loaded = true;
-      this._updated = this._now();
-    } catch (error) {
-      this._error = (error as Error).message || String(error);
-      this._changed.emit();
-      throw error; // a rejected tick makes the poll back off
-    }
-    this._changed.emit();
+  protected async load(): Promise<void> {
+    const [models, deployments] = await Promise.all([
+      this.request<IModelsReply>('models'),
+      this.request<IDeploymentsReply>('deployments')
+    ]);
+    this._models = models.models;
+    this._home = models.home;
+    this._updateRates(deployments.deployments);
+    this._deployments = deployments.deployments;
+    this._updated = this._now();
   }
 
   private _updateRates(deployments: IDeploymentInfo[]): void {
@@ -197,17 +104,11 @@ export class DeployModel {
     this._rates = rates;
   }
 
-  private _active = true;
-  private _changed = new Signal<this, void>(this);
   private _counts = new Map<string, { requests: number; time: number }>();
   private _deployments: IDeploymentInfo[] = [];
-  private _error: string | null = null;
   private _home = '';
-  private _loaded = false;
   private _models: IModelInfo[] = [];
   private _now: () => number;
-  private _poll: Poll;
   private _rates = new Map<string, number>();
-  private _request: Request;
   private _updated = 0;
 }
