@@ -4,6 +4,8 @@ by pandas in C."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,3 +46,14 @@ def test_a_number_among_strings_is_named_however_long_the_batch(rows):
     plans[rows - 2] = 7
     with pytest.raises(SchemaError, match="'plan' is object in your data but the model was "):
         _schema(True).from_frame(pd.DataFrame({"plan": plans, "x": 1.0}))
+
+
+@pytest.mark.parametrize("rows", SIZES)
+def test_a_text_passthrough_column_is_kept_with_its_gaps(rows):
+    regions = ["north", "south"] * rows
+    regions[1] = None
+    training = pd.DataFrame({"x": [1.0, 2.0]})
+    schema = Schema.infer(training)
+    schema = dataclasses.replace(schema, passthrough=("region",))
+    got = schema.from_frame(pd.DataFrame({"x": 1.0, "region": regions[:rows]}))["region"]
+    assert list(got) == regions[:rows]
