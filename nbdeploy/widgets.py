@@ -15,6 +15,7 @@ blank area without a CDN) to the snapshot: there the bundle is the snapshot alon
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import threading
@@ -31,6 +32,10 @@ from nbdeploy.monitoring.render import TABS
 
 __all__ = ["MonitorPanel", "monitor"]
 
+#: While live, the fairness, anomaly and label-free estimate views are recomputed at most
+#: this often (seconds); a window change or "refresh now" recomputes everything at once.
+EXTRAS_EVERY_S = 30.0
+
 
 class MonitorPanel(widgets.VBox):
     """Tabs Overview, Drift, Quality, Performance, Fairness, Alerts, Compare; a window selector."""
@@ -45,6 +50,8 @@ class MonitorPanel(widgets.VBox):
         self.by = by
         self.report: MonitorReport | None = None
         self.updates = 0
+        #: when the fairness, anomaly and estimate views shown were computed
+        self._extras_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,19 +68,40 @@ class MonitorPanel(widgets.VBox):
         self.refresh_button.on_click(lambda _: self.refresh())
         self.live.observe(self._toggle, "value")
 
-    def refresh(self) -> MonitorReport:
-        """Recompute the report for the selected window and update every tab."""
+    def refresh(self, *, everything: bool = True) -> MonitorReport:
+        """Recompute the report for the selected window and update every tab.
+
+        ``everything=False`` (what live refresh does) keeps the fairness, anomaly and
+        label-free estimate views while they are less than :data:`EXTRAS_EVERY_S` old:
+        they are most of a refresh's time, and new traffic every few seconds would
+        otherwise keep the kernel busy recomputing them.
+        """
         with self._lock:
-            rep = report(self.name, self.window.value, by=self.by)
+            last = self.report
+            reuse = (
+                not everything
+                and last is not None
+                and last.window == self.window.value
+                and time.time() - self._extras_at < EXTRAS_EVERY_S
+            )
+            rep = report(self.name, self.window.value, by=self.by, extras=not reuse)
+            if reuse and last is not None:
+                rep = dataclasses.replace(rep, extras=last.extras)
+            else:
+                self._extras_at = rep.generated
             for tab, content in rep.sections().items():
                 if self.panes[tab].value != content:
                     self.panes[tab].value = content
             self.report, self.updates = rep, self.updates + 1
             when = dt.datetime.fromtimestamp(rep.generated).strftime("%H:%M:%S")
             o = rep.overview
+            extras = ""
+            if reuse:
+                then = dt.datetime.fromtimestamp(self._extras_at).strftime("%H:%M:%S")
+                extras = f" (fairness, anomalies and estimate from {then})"
             self.status.value = (
                 f"<span style='color:#555'>{html.escape(self.name)}: {o['predictions']} "
-                f"predictions, {o['rejected']} rejected — updated {when}</span>"
+                f"predictions, {o['rejected']} rejected — updated {when}{extras}</span>"
             )
             return rep
 
@@ -149,7 +177,7 @@ def _poll(panel_ref: weakref.ref[MonitorPanel], stopped: threading.Event) -> Non
         try:
             signature = panel._signature()
             if signature != last:
-                panel.refresh()
+                panel.refresh(everything=False)
                 last = signature
         except Exception as exc:  # show the problem, keep polling
             panel.status.value = f"<span style='color:#d9534f'>{html.escape(str(exc))}</span>"

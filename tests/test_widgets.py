@@ -56,6 +56,30 @@ def test_panel_state_follows_new_traffic_and_stops_when_closed(dep, churn_data):
     assert not panel.running
 
 
+def test_live_refresh_keeps_the_costly_views_for_a_while(dep, monkeypatch):
+    from nbdeploy import widgets
+    from nbdeploy.monitoring import beyond
+
+    computed = []
+    real = beyond.compute
+    monkeypatch.setattr(beyond, "compute", lambda *a, **k: computed.append(1) or real(*a, **k))
+    panel = nd.monitor("churn", live=False)
+    try:
+        assert len(computed) == 1
+        first = panel.report.extras
+        panel.refresh(everything=False)  # what a live tick does
+        assert len(computed) == 1 and panel.report.extras is first
+        assert "fairness, anomalies and estimate from" in panel.status.value
+        monkeypatch.setattr(widgets, "EXTRAS_EVERY_S", 0.0)  # they are due again
+        panel.refresh(everything=False)
+        assert len(computed) == 2 and panel.report.extras is not first
+        assert "estimate from" not in panel.status.value
+        panel.refresh()  # "refresh now": everything at once
+        assert len(computed) == 3
+    finally:
+        panel.close()
+
+
 def test_rerunning_the_monitor_cell_leaves_one_refresh_thread(dep):
     first = nd.monitor("churn", interval=0.2)
     second = nd.monitor("churn", interval=0.2)  # the same cell run again
