@@ -433,13 +433,16 @@ def _all_strings(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if array.ndim != 1 or infer_dtype(array, skipna=True) not in ("string", "empty"):
         return None
-    return array, np.asarray(pd.isna(array), dtype=bool)
+    missing = np.asarray(pd.isna(array), dtype=bool)
+    if not all(_missing(v) for v in array[missing]):  # pandas' NaNs of other kinds
+        return None
+    return array, missing
 
 
 def _missing(value: Any) -> bool:
     return (
         value is None
-        or (isinstance(value, float) and value != value)
+        or (isinstance(value, float | np.floating) and value != value)
         or (type(value).__name__ in ("NAType", "NaTType"))
     )
 

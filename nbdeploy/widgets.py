@@ -98,7 +98,7 @@ class MonitorPanel(widgets.VBox):
             extras = ""
             if reuse:
                 then = dt.datetime.fromtimestamp(self._extras_at).strftime("%H:%M:%S")
-                extras = f" (fairness, anomalies and estimate from {then})"
+                extras = f" (fairness, anomalies, estimate and segments from {then})"
             self.status.value = (
                 f"<span style='color:#555'>{html.escape(self.name)}: {o['predictions']} "
                 f"predictions, {o['rejected']} rejected — updated {when}{extras}</span>"

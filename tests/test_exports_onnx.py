@@ -192,3 +192,18 @@ def test_a_numeric_model_on_its_stored_conversion_needs_neither_sklearn_nor_pand
     predictions, imported = done.stdout.strip().splitlines()
     assert predictions == repr(list(model.predict(X_test.head(30))))
     assert imported == "[]"
+
+
+def test_a_model_fitted_on_a_bare_array_of_strings_serves_on_onnxruntime(home):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    X = rng.choice(["a", "b", "c"], size=(300, 2)).astype(object)
+    y = (X[:, 0] == "a").astype(int)
+    model = make_pipeline(OneHotEncoder(), LogisticRegression()).fit(X, y)
+    mv = nd.register(model, "strings", X, y, onnx=True)
+    onnx_model = load(mv.ref, runtime="onnx")
+    rows = onnx_model.schema.from_columns({"f0": list(X[:40, 0]), "f1": list(X[:40, 1])})
+    assert list(onnx_model.predict(rows).predictions) == list(model.predict(X[:40]))

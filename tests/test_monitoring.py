@@ -337,11 +337,15 @@ def test_the_alert_child_ends_soon_after_its_server(tmp_path):
         "quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
         "child = subprocess.Popen([sys.executable, '-c', code, 'x', '60', str(os.getpid())], "
         "**quiet); "
-        "wchan = f'/proc/{child.pid}/wchan'\n"
-        "while open(wchan).read() != 'hrtimer_nanosleep': time.sleep(0.05)\n"
+        "wchan, deadline = f'/proc/{child.pid}/wchan', time.monotonic() + 60\n"
+        "while open(wchan).read() != 'hrtimer_nanosleep':\n"
+        "    assert time.monotonic() < deadline, 'the child never slept'\n"
+        "    time.sleep(0.05)\n"
         "print(child.pid, flush=True)"
     )
-    out = subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", spawn], capture_output=True, text=True, check=True, timeout=90
+    )
     stat = Path(f"/proc/{int(out.stdout)}/stat")
 
     def gone() -> bool:  # a zombie waiting for its new parent to reap it counts as gone

@@ -32,10 +32,10 @@ def test_strings_pass_through_as_objects_whatever_the_dtype(rows):
 @pytest.mark.parametrize("rows", SIZES)
 def test_missing_cells_become_none_where_training_had_them(rows):
     plans = ["basic"] * rows
-    plans[-1], plans[rows // 2] = None, np.nan
+    plans[-1], plans[rows // 2], plans[1] = None, np.nan, np.float32("nan")
     frame = pd.DataFrame({"plan": plans, "x": 1.0})
     got = _schema(True).from_frame(frame)["plan"]
-    assert got[-1] is None and got[rows // 2] is None and got[0] == "basic"
+    assert got[-1] is None and got[rows // 2] is None and got[1] is None and got[0] == "basic"
     with pytest.raises(SchemaError, match="'plan' has a missing value"):
         _schema(False).from_frame(frame)
 

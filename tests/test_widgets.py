@@ -69,7 +69,7 @@ def test_live_refresh_keeps_the_costly_views_for_a_while(dep, monkeypatch):
         first = panel.report.extras
         panel.refresh(everything=False)  # what a live tick does
         assert len(computed) == 1 and panel.report.extras is first
-        assert "fairness, anomalies and estimate from" in panel.status.value
+        assert "fairness, anomalies, estimate and segments from" in panel.status.value
         monkeypatch.setattr(widgets, "EXTRAS_EVERY_S", 0.0)  # they are due again
         panel.refresh(everything=False)
         assert len(computed) == 2 and panel.report.extras is not first

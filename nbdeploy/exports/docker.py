@@ -71,7 +71,10 @@ def requirements(meta: dict[str, Any], model_dir: Path) -> list[str]:
     for name in (*_CORE, "onnxruntime") if runtime(meta) == "onnx" else _CORE:
         if name in recorded:
             pins[name] = recorded[name]
-    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+    lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
+    if runtime(meta) == "onnx" and "onnxruntime" not in pins:
+        lines.append("onnxruntime")  # registered with another build of it: any will serve
+    return lines
 
 
 def allowed_hosts(service: str, namespace: str, extra: tuple[str, ...] = ()) -> str:

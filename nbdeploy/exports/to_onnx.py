@@ -204,7 +204,7 @@ class OnnxSession:
     def _feeds(self, X: Any) -> dict[str, np.ndarray]:
         if self.inputs == ["input"]:
             return {"input": np.asarray(X, dtype=np.float32)}
-        if isinstance(X, np.ndarray):  # all-numeric columns: one (n, 1) slice each
+        if isinstance(X, np.ndarray) and X.dtype.kind in "fiub":  # one (n, 1) slice a column
             matrix = X.astype(np.float32)
             return {name: matrix[:, i : i + 1] for i, name in enumerate(self.schema.names)}
         import pandas as pd
