@@ -148,6 +148,10 @@ def test_deleted_newest_records_are_caught_by_the_anchor(keyed):
     _broken(nd.verify(), "the log ends at #5 but the anchor vouches for entries up to #6")
     shared().append([_record(11)])
     _broken(nd.verify(), "differs from the anchored hash")
+    # nor does anchoring the new head: the anchor stays on the entry that was cut
+    shared().append([_record(12)])
+    shared().anchor()
+    _broken(nd.verify(), "differs from the anchored hash")
 
 
 def test_a_forged_appended_record_is_reported_when_keyed(keyed):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,19 @@ def read(path: Path, chain: Chain) -> tuple[Anchor | None, str | None]:
     return anchor, None
 
 
-def write(path: Path, heads: dict[str, tuple[int, str]], chain: Chain) -> None:
-    """Record ``heads`` atomically, never moving a table's anchor back."""
+def write(
+    path: Path,
+    heads: dict[str, tuple[int, str]],
+    chain: Chain,
+    holds: Callable[[str, int, str], bool] | None = None,
+) -> None:
+    """Record ``heads`` atomically, never moving a table's anchor back.
+
+    ``holds(table, seq, hash)``: whether the log still has that entry. A table's anchor
+    moves forward only while its anchored entry holds: otherwise entries appended after a
+    cut tail (or a rewrite) would be vouched for, and the cut would vanish from
+    ``verify``; the old anchor stays as the evidence.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several processes anchor one log
@@ -82,7 +94,8 @@ def write(path: Path, heads: dict[str, tuple[int, str]], chain: Chain) -> None:
             return  # keep the evidence: verify reports it; never paper over it
         merged = dict(old.heads) if old else {}
         for table, head in heads.items():
-            if table not in merged or head[0] > merged[table][0]:
+            kept = merged.get(table)
+            if kept is None or (head[0] > kept[0] and (holds is None or holds(table, *kept))):
                 merged[table] = head
         if old is not None and merged == old.heads:
             return

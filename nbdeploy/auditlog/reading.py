@@ -45,7 +45,11 @@ class Reads:
         """Keep the newest hashes outside the database (see :mod:`.anchor`)."""
         from nbdeploy.auditlog import anchor
 
-        anchor.write(self.anchor_path, self.heads(), self.chain)
+        def holds(table: str, seq: int, digest: str) -> bool:
+            row = self.db.execute(f"SELECT hash FROM {table} WHERE seq = ?", (seq,)).fetchone()
+            return row is not None and str(row[0]) == digest
+
+        anchor.write(self.anchor_path, self.heads(), self.chain, holds)
 
     def key_id(self) -> str | None:
         """The key id the log was started with (None: nothing written yet)."""
