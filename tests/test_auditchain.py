@@ -401,6 +401,30 @@ def test_a_serving_log_keeps_its_wal_bounded(home, monkeypatch):
     assert nd.verify().ok
 
 
+def test_a_restart_checkpoint_gives_way_to_a_long_read(home):
+    """A reader holding an old snapshot (a monitor reading its window) keeps the WAL from
+    being rewound; the RESTART checkpoint, which holds new writers while it waits, gives
+    up after RESTART_WAIT_MS instead of the connection's whole busy timeout."""
+    from nbdeploy.auditlog.store import RESTART_WAIT_MS
+
+    log = AuditLog()
+    log.append([_record(0)])
+    reader = sqlite3.connect(log.path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 1  # snapshot
+    log.append([_record(1)])  # a frame the reader's snapshot keeps in the WAL
+    keeper = AuditLog(maintained=False, busy_timeout_s=30.0)
+    started = time.monotonic()
+    assert keeper.checkpoint(catch_up=True, force=True) == "busy"
+    # not a speed check: before, it waited out the connection's 30 s, writers held
+    assert time.monotonic() - started < 10
+    # the connection's own busy timeout is back for everything else it does
+    assert keeper.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000 != RESTART_WAIT_MS
+    reader.execute("COMMIT")
+    assert keeper.checkpoint(catch_up=True, force=True) == "restart"
+    reader.close()
+
+
 def test_a_log_of_the_old_chain_format_is_refused_clearly(home):
     home.mkdir(parents=True)
     with sqlite3.connect(home / "audit.db") as db:

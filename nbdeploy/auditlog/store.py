@@ -31,6 +31,8 @@ from nbdeploy.exceptions import AuditLogError
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # labels may arrive as numpy scalars
 #: Passive checkpoints in a row that try to copy the WAL's last frames between commits.
 CATCH_UP_PASSES = 20
+#: The longest a RESTART checkpoint waits for readers, holding new writers meanwhile (ms)
+RESTART_WAIT_MS = 2
 # ``seq`` is a plain rowid, not AUTOINCREMENT: rows are only ever appended, so the next
 # seq is max + 1 either way, and AUTOINCREMENT's bookkeeping row (sqlite_sequence) was one
 # more page written to the WAL by every commit. Logs made before keep their schema.
@@ -468,7 +470,15 @@ class AuditLog(Reads):
                     return "caught_up"
                 before = frames if frames == copied else -1
             if force:
-                busy = self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                # while RESTART waits for a reader, new writers wait for it: a long read
+                # (a monitor's window) held every commit 50 ms at a time. Wait a couple
+                # of milliseconds at most; the next tick tries again.
+                waited = self.db.execute("PRAGMA busy_timeout").fetchone()[0]
+                self.db.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+                try:
+                    busy = self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                finally:
+                    self.db.execute(f"PRAGMA busy_timeout = {int(waited)}")
                 return "busy" if busy else "restart"
         except sqlite3.Error:
             return "busy"
