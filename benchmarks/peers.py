@@ -172,13 +172,18 @@ class Nbdeploy(bs.Server):
         import nbdeploy as nd
 
         self.label = f"nbdeploy ({source})" if source else "nbdeploy"
-        saved = os.environ.get("PYTHONPATH")
+        saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
         if source is not None:
-            os.environ["PYTHONPATH"] = str(source)  # the child imports that nbdeploy
+            # the child imports that nbdeploy: `python -m` puts its working directory
+            # first on sys.path (run from the repository root, PYTHONPATH alone lost
+            # to it), and its own children start there too
+            os.environ["PYTHONPATH"] = str(source)
+            os.chdir(source)
         try:
             self.t0 = time.perf_counter()
             self.dep = nd.serve(ref, name=name)
         finally:
+            os.chdir(cwd)
             if saved is None:
                 os.environ.pop("PYTHONPATH", None)
             else:

@@ -11,7 +11,7 @@ seconds after a write, and once more when it exits cleanly. A server's thread al
   as the WAL passes a quarter of ``NBDEPLOY_AUDIT_WAL_MAX_MB`` (checked five times a
   second) a PASSIVE pass is followed by a RESTART checkpoint, which copies the little
   that is left and rewinds the WAL (``journal_size_limit`` then cuts the file back to
-  that quarter). RESTART briefly holds the write lock; it gives up after 50 ms if a
+  that quarter). RESTART briefly holds the write lock; it gives up after 2 ms if a
   reader is in the way, and tries again at the next tick;
 - applies retention (``NBDEPLOY_RETENTION_DAYS``): the inputs of older records are
   erased every ten minutes, as ``nd.erase`` does.
