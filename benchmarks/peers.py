@@ -8,6 +8,7 @@ version's ``model.pkl``), in-process (``parallel_workers: 0``), one worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the repository, for tests.engines
 import bench_serving as bs
+
+from tests.engines import environ
 
 MLSERVER_VENV = Path.home() / ".cache" / "nbdeploy" / "mlserver-venv"
 # uvloop 0.22 breaks MLServer 1.7.1's parallel inference workers (no event loop in the
@@ -172,22 +176,15 @@ class Nbdeploy(bs.Server):
         import nbdeploy as nd
 
         self.label = f"nbdeploy ({source})" if source else "nbdeploy"
-        saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
-        if source is not None:
-            # the child imports that nbdeploy: `python -m` puts its working directory
-            # first on sys.path (run from the repository root, PYTHONPATH alone lost
-            # to it), and its own children start there too
-            os.environ["PYTHONPATH"] = str(source)
-            os.chdir(source)
-        try:
+        with contextlib.ExitStack() as stack:
+            if source is not None:
+                # the child imports that nbdeploy: `python -m` puts its working directory
+                # first on sys.path (run from the repository root, PYTHONPATH alone lost
+                # to it), and its own children start there too
+                stack.enter_context(environ(PYTHONPATH=str(source)))
+                stack.enter_context(contextlib.chdir(source))
             self.t0 = time.perf_counter()
             self.dep = nd.serve(ref, name=name)
-        finally:
-            os.chdir(cwd)
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
         self.pgid = self.dep.pid
         bs._groups.add(self.pgid)
         self.url = self.dep.url

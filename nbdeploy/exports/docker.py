@@ -68,11 +68,12 @@ def requirements(meta: dict[str, Any], model_dir: Path) -> list[str]:
             name, sep, version = line.strip().partition("==")
             if sep and name and not name.startswith("#"):
                 pins[name.lower()] = version
-    for name in (*_CORE, "onnxruntime") if runtime(meta) == "onnx" else _CORE:
+    onnx = runtime(meta) == "onnx"
+    for name in (*_CORE, "onnxruntime") if onnx else _CORE:
         if name in recorded:
             pins[name] = recorded[name]
     lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
-    if runtime(meta) == "onnx" and "onnxruntime" not in pins:
+    if onnx and "onnxruntime" not in pins:
         lines.append("onnxruntime")  # registered with another build of it: any will serve
     return lines
 

@@ -134,6 +134,8 @@ class App:
         self.limiter = RateLimiter(rate_limit) if rate_limit > 0 else None
         self.body_timeout_s = body_timeout_s
         self.writer = writer
+        #: turns a parser's refusals into HTTP errors (stateless: one for every request)
+        self._refusals = _ParseErrors(self)
         # at most two large bodies are parsed at once: each may hold a lot of memory
         self.parser = ThreadPoolExecutor(2, thread_name_prefix="nbdeploy-parse")
 
@@ -395,7 +397,7 @@ class App:
 
     def _parse_invocation(self, schema: Any, kind: str, body: bytes) -> tuple[Any, int]:
         """Parse and check an ``/invocations`` body, counting rows as it goes."""
-        with self._parse_errors():
+        with self._refusals:
             if kind == "text/csv":
                 inputs = wire.from_csv(schema, body, max_rows=self.max_rows)
             else:
@@ -403,9 +405,6 @@ class App:
                 booleans = b"true" in body or b"false" in body  # memchr-fast; see from_rows
                 inputs = wire.from_mlflow_json(schema, parse_json(body), may_hold_booleans=booleans)
         return inputs, self._counted(inputs)
-
-    def _parse_errors(self) -> _ParseErrors:
-        return _ParseErrors(self)
 
     def _counted(self, inputs: Any) -> int:
         n = _rows(inputs)
@@ -502,7 +501,7 @@ class App:
         )
 
     def _parse_oip(self, schema: Any, body: bytes) -> tuple[Any, Any, int]:
-        with self._parse_errors():
+        with self._refusals:
             wire.check_json_rows(body, self.max_rows * max(len(schema.columns), 1), oip=True)
             data = parse_json(body)
             booleans = b"true" in body or b"false" in body  # as in _invocations
