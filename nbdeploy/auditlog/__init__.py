@@ -32,7 +32,14 @@ from nbdeploy.auditlog.payload import (
     encode_payload,
 )
 from nbdeploy.auditlog.privacy import erase
-from nbdeploy.auditlog.queries import META_COLUMNS, feedback, labels, logs, parse_time
+from nbdeploy.auditlog.queries import (
+    META_COLUMNS,
+    LogTail,
+    feedback,
+    labels,
+    logs,
+    parse_time,
+)
 from nbdeploy.auditlog.store import AuditLog, Record, parse_prediction_id, shared
 from nbdeploy.auditlog.verifying import VerifyReport, verify
 
@@ -40,6 +47,7 @@ __all__ = [
     "GENESIS",
     "META_COLUMNS",
     "AuditLog",
+    "LogTail",
     "Record",
     "VerifyReport",
     "decode_inputs",

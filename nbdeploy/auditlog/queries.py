@@ -9,7 +9,8 @@ import numpy as np
 import orjson
 
 from nbdeploy import config, durations
-from nbdeploy.auditlog.payload import decode_inputs, decode_record
+from nbdeploy.auditlog import postgres
+from nbdeploy.auditlog.frames import Decoded, decode_many
 from nbdeploy.auditlog.store import shared
 from nbdeploy.exceptions import AuditLogError
 
@@ -57,7 +58,6 @@ def logs(
     name: str, *, since: Any = None, limit: int | None = None, role: str | None = None
 ) -> pd.DataFrame:
     """Logged predictions of a deployment or model, one row per prediction, oldest first."""
-    import pandas as pd
 
     if role not in (None, "served", "shadow", "batch"):
         raise AuditLogError(f"role must be 'served', 'shadow' or 'batch', not {role!r}")
@@ -68,60 +68,101 @@ def logs(
         error = unknown_name(name)
         if error is not None:
             raise error
-    meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
-    features: dict[str, list[Any]] = {}
-    outputs: dict[str, list[Any]] = {}
-    total = 0
-    for rid, req, ts, model, version, alias, rrole, latency, n, payload, inputs in records:
-        body = decode_record(payload, inputs)
-        meta["prediction_id"].extend(f"{rid}-{i}" for i in range(n))
-        for key, value in (
-            ("request_id", req),
-            ("timestamp", ts),
-            ("model_name", model),
-            ("model_version", version),
-            ("alias", alias),
-            ("role", rrole),
-            ("latency_ms", latency),
-        ):
-            meta[key].extend([value] * n)
-        for column, values in decode_inputs(body).items():
-            _extend(features, column, values, total)
-        _extend(outputs, "prediction", _list(body["predictions"]), total)
-        if body.get("proba") is not None:
-            proba = np.asarray(body["proba"], dtype=float)
-            for j, cls in enumerate(body["classes"]):
-                _extend(outputs, f"proba_{cls}", proba[:, j].tolist(), total)
-            _extend(outputs, "score", proba.max(axis=1).tolist(), total)
-        for key in ("fallback", "fallback_reason", "model_prediction"):
-            if key in body:
-                _extend(outputs, key, _list(body[key]), total)
-        total += n
-    frame = pd.DataFrame(meta)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
-    taken = set(META_COLUMNS) | set(outputs)
-    for column, values in features.items():
-        frame["feature." + column if column in taken else column] = _pad(values, total)
-    for column, values in outputs.items():
-        frame[column] = _pad(values, total)
+    frame = _frame(*_decode(records))
     if limit is not None and len(frame) > limit:
         frame = frame.iloc[len(frame) - limit :].reset_index(drop=True)
     return frame
 
 
-def _list(values: Any) -> list[Any]:
-    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+def _decode(records: list[tuple[Any, ...]]) -> tuple[dict[str, list[Any]], Decoded]:
+    """Records (as ``AuditLog.records`` gives them): each row's metadata, and columns."""
+    if not records:
+        return {c: [] for c in META_COLUMNS}, Decoded(0)
+    rids, *fields, counts, payloads, inputs = map(list, zip(*records, strict=True))
+    meta = {"prediction_id": [f"{r}-{i}" for r, n in zip(rids, counts, strict=True)
+                              for i in range(n)]}  # fmt: skip
+    single = all(n == 1 for n in counts)  # one prediction per record: nothing to repeat
+    for key, values in zip(META_COLUMNS[1:], fields, strict=True):
+        meta[key] = values if single else _repeat(values, counts)
+    return meta, decode_many(list(zip(payloads, inputs, strict=True)), counts)
 
 
-def _extend(store: dict[str, list[Any]], key: str, values: list[Any], offset: int) -> None:
-    column = store.setdefault(key, [])
-    if len(column) < offset:
-        column.extend([None] * (offset - len(column)))
-    column.extend(values)
+def _frame(meta: dict[str, list[Any]], decoded: Decoded) -> pd.DataFrame:
+    """One row per prediction: metadata, then features, then outputs."""
+    import pandas as pd
+
+    columns: dict[str, Any] = dict(meta)
+    columns["timestamp"] = pd.to_datetime(
+        np.asarray(meta["timestamp"], dtype=float), unit="s", utc=True
+    )
+    features, outputs = decoded.columns()
+    taken = set(META_COLUMNS) | set(outputs)
+    for column, feature in features.items():
+        columns["feature." + column if column in taken else column] = feature
+    columns.update(outputs)
+    return pd.DataFrame(columns)
 
 
-def _pad(values: list[Any], total: int) -> list[Any]:
-    return values + [None] * (total - len(values))
+class LogTail:
+    """One name's logged predictions over a sliding window, read incrementally.
+
+    A process that reads the same window again and again (a server's alert child,
+    every minute) keeps what it decoded and reads only the records appended since: a
+    check costs the new traffic, not the whole hour, and gives what ``logs()`` gives.
+    Any erasure in the log (a new :meth:`AuditLog.erasures` generation) makes the next
+    read a full one, so erased inputs never linger here. On PostgreSQL every read is
+    full: a sequence number is drawn before its transaction commits, so a lower one can
+    become visible after a higher one was read.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.meta: dict[str, list[Any]] = {c: [] for c in META_COLUMNS}
+        self.decoded = Decoded(0)
+        self.key: tuple[Any, ...] = ()  # (erasure generation, limit) of the rows held
+        self.since: float | None = None
+        self.seq = -1  # the newest record read (-1: nothing read yet)
+
+    def read(self, since: float | None, limit: int | None) -> pd.DataFrame:
+        """As ``logs(name, since=since, limit=limit)``."""
+        log = shared()
+        newest, key = log.newest_seq(), (log.erasures(), limit)
+        again = (
+            self.seq >= 0
+            and key == self.key
+            and (self.since is None or (since is not None and since >= self.since))
+            and not postgres.is_url(config.settings().audit_db)
+        )
+        after = self.seq if again else 0
+        records = log.records(self.name, since=since, limit=limit, after=after, upto=newest)
+        meta, decoded = _decode(records)
+        if again:
+            for column, values in meta.items():
+                self.meta[column].extend(values)
+            self.decoded.extend(decoded)
+            meta, decoded = self.meta, self.decoded
+        keep = np.ones(decoded.total, bool)
+        if since is not None:
+            keep &= np.asarray(meta["timestamp"], dtype=float) >= since
+        if limit is not None and keep.sum() > limit:
+            keep[np.flatnonzero(keep)[:-limit]] = False
+        if not keep.all():
+            first = int(keep.argmax())
+            if keep[first:].all():  # what leaves a window is mostly its oldest rows
+                meta = {c: values[first:] for c, values in meta.items()}
+            else:
+                flags = keep.tolist()
+                meta = {c: [v for v, k in zip(values, flags, strict=True) if k]
+                        for c, values in meta.items()}  # fmt: skip
+            decoded = decoded.take(keep)
+        self.meta, self.decoded = meta, decoded
+        self.key, self.since, self.seq = key, since, newest
+        return _frame(meta, decoded)
+
+
+def _repeat(values: list[Any], counts: list[int]) -> list[Any]:
+    """Each record's value once per prediction of the record."""
+    return [value for value, n in zip(values, counts, strict=True) for _ in range(n)]
 
 
 def labels(name: str) -> pd.DataFrame:

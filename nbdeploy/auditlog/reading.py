@@ -51,6 +51,11 @@ class Reads:
 
         anchor.write(self.anchor_path, self.heads(), self.chain, holds)
 
+    def erasures(self) -> str:
+        """Changes with every erasure (``nd.erase``, retention): the generation of inputs."""
+        row = self.db.execute("SELECT value FROM chain_meta WHERE key = 'erasures'").fetchone()
+        return "0" if row is None else str(row[0])
+
     def key_id(self) -> str | None:
         """The key id the log was started with (None: nothing written yet)."""
         row = self.db.execute("SELECT value FROM chain_meta WHERE key = 'key_id'").fetchone()
@@ -115,7 +120,11 @@ class Reads:
         since: float | None = None,
         limit: int | None = None,
         role: str | None = None,
+        after: int = 0,
+        upto: int | None = None,
     ) -> list[tuple[Any, ...]]:
+        """``name``'s records (with ``seq`` in (``after``, ``upto``]), oldest first; the
+        newest that hold ``limit`` predictions when a limit is given."""
         # Without a start time, walk the table newest first (rowid order: no sort, and
         # the loop below stops at ``limit``); the unary + keeps SQLite from collecting
         # every record of ``name`` through the name indexes and sorting them all.
@@ -123,12 +132,11 @@ class Reads:
         names = "(+model_name = ? OR +deployment = ?)" if since is None else None
         where = [names or "(model_name = ? OR deployment = ?)"]
         args: list[Any] = [name, name]
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if role is not None:
-            where.append("role = ?")
-            args.append(role)
+        for clause, value in (("ts >= ?", since), ("role = ?", role),
+                              ("seq > ?", after or None), ("seq <= ?", upto)):  # fmt: skip
+            if value is not None:
+                where.append(clause)
+                args.append(value)
         sql = (
             "SELECT record_id, request_id, ts, model_name, model_version, alias, role, "
             f"latency_ms, n_rows, payload, inputs FROM records WHERE {' AND '.join(where)} "
@@ -142,6 +150,10 @@ class Reads:
                 break
         rows.reverse()
         return rows
+
+    def newest_seq(self) -> int:
+        """The seq of the newest record (0: none yet)."""
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0])
 
     def record(self, record_id: str) -> tuple[Any, ...] | None:
         """(request_id, ts, model_name, model_version, alias, role, payload, inputs)."""

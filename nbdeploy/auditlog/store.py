@@ -421,6 +421,10 @@ class AuditLog(Reads):
                 self.db.executemany(
                     "UPDATE records SET inputs = ?, erased = ? WHERE record_id = ?", updates
                 )
+                # a new erasure generation: readers that keep decoded rows (LogTail) reread
+                generation = str(int(self.erasures()) + 1)
+                self.db.execute("DELETE FROM chain_meta WHERE key = 'erasures'")
+                self.db.execute("INSERT INTO chain_meta VALUES ('erasures', ?)", (generation,))
 
             self._write("an erasure", work)
             try:  # the old pages may still sit in the WAL: copy back and cut it to zero

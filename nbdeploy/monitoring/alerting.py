@@ -157,7 +157,10 @@ class AlertTimer(threading.Thread):
 
 def alert_loop(name: str, interval: float, parent: int) -> None:
     """The alert child's life: a check every ``interval`` seconds while its server lives."""
+    from nbdeploy.monitoring.data import keep_windows
+
     os.nice(10)  # the server's requests come first
+    keep_windows()  # each check decodes the last minute's records, not the whole window
     steps = max(1, round(interval))  # look for the server every second: a stopped or
     while True:  # killed one must not leave a child behind to run one more check
         for _ in range(steps):
