@@ -337,16 +337,18 @@ class AliasFollower(threading.Thread):
 
         # the version loaded at start-up was resolved just before: nothing to ask until
         # the registry changes (so MLflow is not imported while the first requests run)
-        stamp, asked = registry.store_stamp(), time.monotonic()
+        stamp = registry.store_stamp()
         while not self.stopped.wait(self.every):
             try:
-                # An MLflow query holds the GIL for milliseconds, a request's whole budget:
-                # ask only when the registry's files changed (and every 30 s regardless).
-                now, fresh_stamp = time.monotonic(), registry.store_stamp()
-                if fresh_stamp is not None and fresh_stamp == stamp and now - asked < 30:
+                # An MLflow query holds the GIL for milliseconds, a request's whole budget,
+                # and the first one imports MLflow: seconds. A SQLite registry is asked
+                # only when its files changed (every write to it changes them); other
+                # stores have no files to watch and are asked every time.
+                fresh_stamp = registry.store_stamp()
+                if fresh_stamp is not None and fresh_stamp == stamp:
                     continue
                 holder = registry.alias_holder(self.model_name, self.alias)
-                stamp, asked = fresh_stamp, now
+                stamp = fresh_stamp
                 current = self.predictor.current.version.version
                 if holder is None or holder in (current, self._refused):
                     continue
