@@ -128,11 +128,13 @@ class Reads:
         # Without a start time, walk the table newest first (rowid order: no sort, and
         # the loop below stops at ``limit``); the unary + keeps SQLite from collecting
         # every record of ``name`` through the name indexes and sorting them all.
-        # With one, the (name, ts) indexes find just that window.
-        names = "(+model_name = ? OR +deployment = ?)" if since is None else None
+        # With one, the (name, ts) indexes find just that window. After a known record
+        # (a LogTail's next read), the rowid range finds just the records logged since.
+        walk = since is None or after > 0
+        names = "(+model_name = ? OR +deployment = ?)" if walk else None
         where = [names or "(model_name = ? OR deployment = ?)"]
         args: list[Any] = [name, name]
-        for clause, value in (("ts >= ?", since), ("role = ?", role),
+        for clause, value in (("+ts >= ?" if after else "ts >= ?", since), ("role = ?", role),
                               ("seq > ?", after or None), ("seq <= ?", upto)):  # fmt: skip
             if value is not None:
                 where.append(clause)
