@@ -58,7 +58,6 @@ def logs(
     name: str, *, since: Any = None, limit: int | None = None, role: str | None = None
 ) -> pd.DataFrame:
     """Logged predictions of a deployment or model, one row per prediction, oldest first."""
-
     if role not in (None, "served", "shadow", "batch"):
         raise AuditLogError(f"role must be 'served', 'shadow' or 'batch', not {role!r}")
     records = shared().records(name, since=parse_time(since), limit=limit, role=role)
@@ -124,7 +123,9 @@ class LogTail:
         self.seq = -1  # the newest record read (-1: nothing read yet)
 
     def read(self, since: float | None, limit: int | None) -> pd.DataFrame:
-        """As ``logs(name, since=since, limit=limit)``."""
+        """As ``logs(name, since=since, limit=limit)`` (``limit``: None or at least 1)."""
+        if limit is not None and limit < 1:
+            raise AuditLogError(f"a tail keeps at least one row, not limit={limit}")
         log = shared()
         newest, key = log.newest_seq(), (log.erasures(), limit)
         again = (
@@ -145,7 +146,7 @@ class LogTail:
         if since is not None:
             keep &= np.asarray(meta["timestamp"], dtype=float) >= since
         if limit is not None and keep.sum() > limit:
-            keep[np.flatnonzero(keep)[:-limit]] = False
+            keep[np.flatnonzero(keep)[:-limit]] = False  # the newest ``limit`` rows stay
         if not keep.all():
             first = int(keep.argmax())
             if keep[first:].all():  # what leaves a window is mostly its oldest rows
