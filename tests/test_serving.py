@@ -423,3 +423,32 @@ def test_the_hash_chain_detects_tampering(served):
         assert log.verify("no-such-record") is False
     finally:
         log.close()
+
+
+def test_the_alias_follower_asks_an_unchanged_registry_only_to_retry(monkeypatch):
+    """A SQLite registry whose files did not change is not asked (MLflow stays out of
+    the server); an ask that got no answer is made again after ``retry_s``."""
+    from nbdeploy import registry
+    from nbdeploy.serving.batching import AliasFollower
+
+    asked: list[float] = []
+    answers = iter([None, 1])  # the store busy once, then the version already served
+
+    def holder(name: str, alias: str) -> int | None:
+        asked.append(time.monotonic())
+        return next(answers, 1)
+
+    stamps = iter([(1,), (2,)])  # the registry changes once after start, then stays
+    monkeypatch.setattr(registry, "store_stamp", lambda: next(stamps, (2,)))
+    monkeypatch.setattr(registry, "alias_holder", holder)
+    current = SimpleNamespace(version=SimpleNamespace(version=1), runtime="native")
+    follower = AliasFollower(SimpleNamespace(current=current), "m", "champion", every=0.02)
+    follower.retry_s = 0.2
+    follower.start()
+    try:
+        time.sleep(1.0)
+    finally:
+        follower.stopped.set()
+        follower.join(2)
+    # once for the change, once more after retry_s for the missed answer, then never
+    assert len(asked) == 2 and asked[1] - asked[0] >= 0.2

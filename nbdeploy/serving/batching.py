@@ -22,6 +22,7 @@ never fed to another.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from concurrent.futures import Executor
@@ -315,6 +316,10 @@ class AliasFollower(threading.Thread):
     refused, and the current one keeps serving. ``on_swap`` runs after each swap.
     """
 
+    #: seconds before an ask that got no answer, or whose version did not load, is
+    #: made again though the registry did not change
+    retry_s = 30.0
+
     def __init__(
         self,
         predictor: Any,
@@ -337,7 +342,7 @@ class AliasFollower(threading.Thread):
 
         # the version loaded at start-up was resolved just before: nothing to ask until
         # the registry changes (so MLflow is not imported while the first requests run)
-        stamp = registry.store_stamp()
+        stamp, retry_at = registry.store_stamp(), math.inf
         while not self.stopped.wait(self.every):
             try:
                 # An MLflow query holds the GIL for milliseconds, a request's whole budget,
@@ -345,12 +350,19 @@ class AliasFollower(threading.Thread):
                 # only when its files changed (every write to it changes them); other
                 # stores have no files to watch and are asked every time.
                 fresh_stamp = registry.store_stamp()
-                if fresh_stamp is not None and fresh_stamp == stamp:
+                unchanged = fresh_stamp is not None and fresh_stamp == stamp
+                if unchanged and time.monotonic() < retry_at:
                     continue
+                # until an ask ends well (an answer, and its version loaded), ask again
+                # in ``retry_s`` rather than only at the registry's next write: the store
+                # may have been busy, or the alias removed for a while
+                stamp, retry_at = fresh_stamp, time.monotonic() + self.retry_s
                 holder = registry.alias_holder(self.model_name, self.alias)
-                stamp = fresh_stamp
                 current = self.predictor.current.version.version
-                if holder is None or holder in (current, self._refused):
+                if holder is None:
+                    continue
+                if holder in (current, self._refused):
+                    retry_at = math.inf
                     continue
                 fresh = load(
                     f"{self.model_name}/{holder}",
@@ -365,7 +377,7 @@ class AliasFollower(threading.Thread):
                     )
                 fresh.alias = self.alias
                 self.predictor.current = fresh  # one reference swap; batches read it once
-                self.last_error = None
+                self.last_error, retry_at = None, math.inf
                 print(
                     f"nbdeploy: {self.model_name}@{self.alias} now serves version {holder}",
                     flush=True,
