@@ -101,7 +101,8 @@ def test_a_log_of_mixed_layouts_reads_as_each_record_alone(home):
     # interleaved layouts, so each group's rows must go back to their places
     records = [_numeric(0), _mixed(1), _numeric(2), _numeric(3, n=3), _fallback(4),
                _legacy(5), _numeric(6), _mixed(7, n=3), _legacy(8), _numeric(9),
-               _counts(10)]  # fmt: skip
+               _counts(10), _numeric(11)]  # fmt: skip
+    records[-1].payload += b"\0\0"  # stray bytes after the arrays are ignored, as alone
     shared().append(records)
     ids = list(nd.logs("dep")["prediction_id"])
     # erased rows: one of a batch, one of a mixed record, every row of another, and

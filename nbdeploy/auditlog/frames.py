@@ -76,16 +76,18 @@ class Decoded:
 
 def decode_many(blobs: list[tuple[bytes, bytes]], counts: list[int]) -> Decoded:
     """(payload, inputs) of each record, with its number of rows -> columns."""
-    groups: dict[tuple[bytes, bytes], list[int]] = {}
+    # the same headers and array byte lengths: one numpy array per group (a record with
+    # stray bytes after its arrays lands in a group of its own, and they are ignored)
+    groups: dict[tuple[bytes, bytes, int, int], list[int]] = {}
     tails: list[tuple[bytes, bytes]] = []
     for i, (payload, inputs) in enumerate(blobs):
         p_head, p_tail = _split(payload)
         i_head, i_tail = _split(inputs)
-        groups.setdefault((p_head, i_head), []).append(i)
+        groups.setdefault((p_head, i_head, len(p_tail), len(i_tail)), []).append(i)
         tails.append((p_tail, i_tail))
     starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
     out = Decoded(int(starts[-1]))
-    for (p_head, i_head), members in groups.items():
+    for (p_head, i_head, _, _), members in groups.items():
         k = len(members)
         body = {
             **_body(p_head, [tails[m][0] for m in members], k),
