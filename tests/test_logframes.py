@@ -131,14 +131,7 @@ def test_float32_predictions_come_back_as_the_record_alone_gives_them(home):
     assert frame["fallback"].dtype == bool
 
 
-def _timed(i: int, ts: float, n: int = 1) -> Record:
-    record = _numeric(i, n)
-    record.ts = ts
-    return record
-
-
-def _timed_mixed(i: int, ts: float) -> Record:
-    record = _mixed(i)
+def _at(ts: float, record: Record) -> Record:
     record.ts = ts
     return record
 
@@ -152,18 +145,18 @@ def test_a_tail_reads_only_new_records_and_equals_a_full_read(home, monkeypatch)
         "nbdeploy.auditlog.queries.decode_many",
         lambda blobs, counts: decoded.append(len(blobs)) or real(blobs, counts),
     )
-    shared().append([_timed(i, 1000.0 + i, n=1 + i % 2) for i in range(30)])
+    shared().append([_at(1000.0 + i, _numeric(i, n=1 + i % 2)) for i in range(30)])
     needed = len(shared().records("dep", since=1005.0, limit=25))
     tail = LogTail("dep")
     for step in range(4):
         since = 1005.0 + 15 * step  # the window slides forward
         got = tail.read(since, 25)
         pd.testing.assert_frame_equal(got, nd.logs("dep", since=since, limit=25))
-        new = [_timed(100 + 10 * step + i, 1030.0 + 10 * step + i) for i in range(10)]
+        new = [_at(1030.0 + 10 * step + i, _numeric(100 + 10 * step + i)) for i in range(10)]
         # one record older than the window is logged late; in the first step a new
         # layout joins (its columns leave with it two steps later)
-        mixed = [_timed_mixed(200, 1031.0)] if step == 0 else []
-        shared().append([*new, *mixed, _timed(300 + step, 900.0)])
+        mixed = [_at(1031.0, _mixed(200))] if step == 0 else []
+        shared().append([*new, *mixed, _at(900.0, _numeric(300 + step))])
     assert "age" in nd.logs("dep", since=1020.0) and "age" not in got
     # the tail's reads (every other call: nd.logs decodes too) decode what the window
     # needs, then only the records logged since
@@ -171,12 +164,12 @@ def test_a_tail_reads_only_new_records_and_equals_a_full_read(home, monkeypatch)
 
 
 def test_an_erasure_makes_the_next_tail_read_a_full_one(home):
-    shared().append([_timed(i, 1000.0 + i) for i in range(5)])
+    shared().append([_at(1000.0 + i, _numeric(i)) for i in range(5)])
     tail = LogTail("dep")
     first = tail.read(900.0, None)
     assert not first["a"].isna().any()
     assert nd.erase([first["prediction_id"].iloc[1]]) == 1
-    shared().append([_timed(9, 1009.0)])
+    shared().append([_at(1009.0, _numeric(9))])
     again = tail.read(900.0, None)
     assert again["a"].isna().tolist() == [False, True, False, False, False, False]
     pd.testing.assert_frame_equal(again, nd.logs("dep", since=900.0))

@@ -39,39 +39,35 @@ class Decoded:
 
     def extend(self, later: Decoded) -> None:
         """Append the rows of ``later`` after these."""
-        for mine, theirs in ((self.features, later.features), (self.outputs, later.outputs)):
-            for column, parts in theirs.items():
-                mine.setdefault(column, []).extend((r + self.total, v) for r, v in parts)
+        for target, source in ((self.features, later.features), (self.outputs, later.outputs)):
+            for column, parts in source.items():
+                target.setdefault(column, []).extend((r + self.total, v) for r, v in parts)
         self.total += later.total
 
     def take(self, keep: np.ndarray) -> Decoded:
         """Only the rows where ``keep`` (one bool per row) holds."""
         where = np.cumsum(keep) - 1  # a kept row's new number
         out = Decoded(int(keep.sum()))
-        for mine, theirs in ((self.features, out.features), (self.outputs, out.outputs)):
-            for column, parts in mine.items():
+        for source, target in ((self.features, out.features), (self.outputs, out.outputs)):
+            for column, parts in source.items():
                 for rows, values in parts:
                     kept = keep[rows]
                     if kept.any():
-                        chosen = (
-                            values[kept]
-                            if isinstance(values, np.ndarray)
-                            else [v for v, k in zip(values, kept.tolist(), strict=True) if k]
+                        target.setdefault(column, []).append(
+                            (where[rows[kept]], kept_rows(values, kept))
                         )
-                        theirs.setdefault(column, []).append((where[rows[kept]], chosen))
         return out
 
     def columns(self) -> tuple[dict[str, Values], dict[str, Values]]:
         """(features, outputs): name -> one value per row, in order of first appearance
         (a column appears with the first record that has it)."""
+        return self._assembled(self.features), self._assembled(self.outputs)
 
+    def _assembled(self, columns: Parts) -> dict[str, Values]:
         def first(item: tuple[str, list[tuple[np.ndarray, Values]]]) -> int:
             return min((int(rows[0]) for rows, _ in item[1] if len(rows)), default=self.total)
 
-        return tuple(  # type: ignore[return-value]
-            {c: _assemble(parts, self.total) for c, parts in sorted(group.items(), key=first)}
-            for group in (self.features, self.outputs)
-        )
+        return {c: _assemble(parts, self.total) for c, parts in sorted(columns.items(), key=first)}
 
 
 def decode_many(blobs: list[tuple[bytes, bytes]], counts: list[int]) -> Decoded:
@@ -202,6 +198,13 @@ def _widened(values: np.ndarray) -> np.ndarray | None:
     if kind == "i" or (kind == "u" and size < 8):
         return values.astype(np.int64, copy=False)
     return values if kind == "b" else None
+
+
+def kept_rows(values: Values, kept: np.ndarray) -> Values:
+    """The values where ``kept`` holds."""
+    if isinstance(values, np.ndarray):
+        return values[kept]
+    return [v for v, k in zip(values, kept.tolist(), strict=True) if k]
 
 
 def _as_list(values: Values) -> list[Any]:

@@ -10,7 +10,7 @@ import orjson
 
 from nbdeploy import config, durations
 from nbdeploy.auditlog import postgres
-from nbdeploy.auditlog.frames import Decoded, decode_many
+from nbdeploy.auditlog.frames import Decoded, decode_many, kept_rows
 from nbdeploy.auditlog.store import shared
 from nbdeploy.exceptions import AuditLogError
 
@@ -152,9 +152,7 @@ class LogTail:
             if keep[first:].all():  # what leaves a window is mostly its oldest rows
                 meta = {c: values[first:] for c, values in meta.items()}
             else:
-                flags = keep.tolist()
-                meta = {c: [v for v, k in zip(values, flags, strict=True) if k]
-                        for c, values in meta.items()}  # fmt: skip
+                meta = {c: list(kept_rows(values, keep)) for c, values in meta.items()}
             decoded = decoded.take(keep)
         self.meta, self.decoded = meta, decoded
         self.key, self.since, self.seq = key, since, newest
