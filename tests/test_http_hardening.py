@@ -16,10 +16,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import numpy as np
@@ -366,6 +368,78 @@ def test_a_request_is_answered_by_the_version_that_parsed_it(home, churn_data):
     assert answer.version == 1
     logged = nd.logs("swap")
     assert list(logged["model_version"]) == [1]
+
+
+def test_the_event_loop_commits_a_batch_itself_only_when_nothing_can_make_it_wait(
+    home, churn_data, monkeypatch
+):
+    """At concurrency 1 the loop commits its own batch (no handoff to the writer thread
+    and back); it never waits on the log: not behind a busy writer thread, whose
+    transaction may hold the shared connection, nor for another process's lock."""
+    from sklearn.linear_model import LogisticRegression
+
+    from nbdeploy.auditlog import AuditLog, Record
+    from nbdeploy.serving.adapter import load
+    from nbdeploy.serving.batching import LogWriter, Predictor
+
+    X, y, _, _ = churn_data
+    numeric = X[["tenure_months", "monthly_charges", "support_calls"]]
+    nd.register(LogisticRegression(max_iter=500).fit(numeric, y), "now", numeric, y)
+    model = load("now/1")
+    log = AuditLog(busy_timeout_s=5.0)
+    writer = LogWriter()
+    predictor = Predictor("now", model, log, writer=writer, wait_s=5.0)
+    path = home / "audit.db"
+
+    def rows() -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    async def request(i: int) -> Any:
+        parsed = model.schema.from_records(
+            [{"tenure_months": i, "monthly_charges": 50.0, "support_calls": 1}]
+        )
+        return await predictor.submit(parsed, 1, time.perf_counter(), f"req-{i}")
+
+    async def still_waits(answer: asyncio.Future, logged: int) -> None:
+        await asyncio.sleep(0.3)
+        assert not answer.done(), "answered before its row was committed"
+        assert rows() == logged, "committed past the writer thread or another's lock"
+
+    async def scenario() -> None:
+        await request(1)  # the writer is idle and the lock free: committed right here
+        assert (writer.submitted, rows()) == (0, 1)
+
+        released = threading.Event()
+        writer.submit(released.wait)  # the writer thread is busy (with the connection)
+        answer = asyncio.ensure_future(request(2))
+        await still_waits(answer, 1)
+        released.set()
+        await answer  # queued behind the writer's work, committed by it
+        assert (writer.submitted, rows()) == (2, 2)
+
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        answer = asyncio.ensure_future(request(3))
+        await still_waits(answer, 2)  # the loop did not wait: the writer thread does
+        holder.execute("ROLLBACK")
+        holder.close()
+        await answer
+        assert (writer.submitted, rows()) == (3, 3)
+
+    asyncio.run(scenario())
+    writer.shutdown()
+    assert log.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000  # restored
+    assert list(nd.logs("now")["request_id"]) == ["req-1", "req-2", "req-3"]
+    assert nd.verify().ok
+
+    # a commit that fsyncs could stall the loop: with NBDEPLOY_AUDIT_SYNC=full the loop
+    # never commits (nothing written: the writer thread will)
+    monkeypatch.setenv("NBDEPLOY_AUDIT_SYNC", "full")
+    config.reset()
+    record = Record("r", "now", "now", 1, None, "served", 1, 1.0, b"{}", b"{}")
+    assert AuditLog().append_now([record]) is False
+    assert rows() == 3
 
 
 def test_the_shadow_queue_is_bounded_in_bytes():

@@ -200,6 +200,7 @@ class AuditLog(Reads):
     def _open_sqlite(
         self, path: Path, s: config.Settings, busy_timeout_s: float, background_checkpoints: bool
     ) -> None:
+        self._busy_ms = int(busy_timeout_s * 1000)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
@@ -230,10 +231,22 @@ class AuditLog(Reads):
 
     # -- writing ------------------------------------------------------------
 
-    def _begin(self) -> None:
+    def _begin(self, wait: bool = True) -> None:
         """Take the write lock; the first time, check that this log is chained with
-        this process's key (mixing keys would break the chain for good)."""
-        self.db.execute("BEGIN IMMEDIATE")
+        this process's key (mixing keys would break the chain for good).
+
+        ``wait=False``: raise :class:`_NotNow` at once, nothing written, unless the
+        lock is free right now."""
+        if wait:
+            self.db.execute("BEGIN IMMEDIATE")
+        else:
+            self.db.execute("PRAGMA busy_timeout = 0")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                raise _NotNow from None
+            finally:
+                self.db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         if self._key_checked:
             return
         self.db.execute(
@@ -254,9 +267,9 @@ class AuditLog(Reads):
         row = self.db.execute(f"SELECT hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
         return str(row[0]) if row else GENESIS
 
-    def _write(self, what: str, work: Any) -> Any:
+    def _write(self, what: str, work: Any, wait: bool = True) -> Any:
         try:
-            self._begin()
+            self._begin(wait)
             try:
                 result = work()
                 self.db.execute("COMMIT")
@@ -272,21 +285,33 @@ class AuditLog(Reads):
 
     def append(self, records: list[Record]) -> None:
         """Commit ``records`` in one transaction (group commit), chaining their hashes."""
+        self._write("predictions", lambda: self._insert(records))
 
-        def work() -> None:
-            prev, rows = self._last("records"), []
-            for r in records:
-                fields = r.fields()
-                digest = self.chain.link(prev, chains.record_content(fields, r.payload, r.inputs))
-                rows.append((*fields, r.payload, r.inputs, prev, digest))
-                prev = digest
-            self.db.executemany(
-                f"INSERT INTO records ({_RECORD_COLUMNS}, payload, inputs, prev_hash, hash) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
+    def append_now(self, records: list[Record]) -> bool:
+        """Commit ``records`` only if nothing can make the caller wait: a SQLite log
+        whose write lock is free right now and whose commits do not fsync. False:
+        nothing was written (the lock is held elsewhere, or the log is PostgreSQL, or
+        ``NBDEPLOY_AUDIT_SYNC=full``), so the caller commits with :meth:`append`."""
+        if not isinstance(self.path, Path) or self.settings.audit_sync == "full":
+            return False
+        try:
+            self._write("predictions", lambda: self._insert(records), wait=False)
+        except _NotNow:
+            return False
+        return True
 
-        self._write("predictions", work)
+    def _insert(self, records: list[Record]) -> None:
+        prev, rows = self._last("records"), []
+        for r in records:
+            fields = r.fields()
+            digest = self.chain.link(prev, chains.record_content(fields, r.payload, r.inputs))
+            rows.append((*fields, r.payload, r.inputs, prev, digest))
+            prev = digest
+        self.db.executemany(
+            f"INSERT INTO records ({_RECORD_COLUMNS}, payload, inputs, prev_hash, hash) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
 
     def add_alert(self, values: tuple[Any, ...], webhook: str = "") -> int:
         """Record a fired alert (``values`` in :data:`chain.ALERT_FIELDS` order); its seq."""
@@ -493,6 +518,10 @@ class AuditLog(Reads):
         from nbdeploy.auditlog.verifying import record_holds
 
         return record_holds(self, record_id)
+
+
+class _NotNow(Exception):
+    """The write lock was not free at once (:meth:`AuditLog.append_now`)."""
 
 
 _local = threading.local()

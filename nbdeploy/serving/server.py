@@ -16,7 +16,6 @@ import signal
 import socket
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,7 +24,7 @@ from nbdeploy.auditlog import AuditLog
 from nbdeploy.exceptions import DeploymentError
 from nbdeploy.serving.adapter import LoadedModel, load, load_folder, load_verified
 from nbdeploy.serving.app import App
-from nbdeploy.serving.batching import AliasFollower, Predictor
+from nbdeploy.serving.batching import AliasFollower, LogWriter, Predictor
 from nbdeploy.serving.process import clear_state, hold_name, write_state
 from nbdeploy.serving.routing import ABSTAIN, Policy, Router, Shadow, ShadowRunner
 
@@ -81,8 +80,8 @@ class ServerSetup:
         # a short busy timeout: a request waits that long for a locked log, then 503
         self.log = AuditLog(background_checkpoints=True, busy_timeout_s=s.audit_wait_s)
         self.wait_s = s.audit_wait_s
-        #: the one thread that commits to the log, off the event loop
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="nbdeploy-audit")
+        #: the one thread that commits to the log when the event loop cannot at once
+        self.writer = LogWriter()
         model = self._load(ref, resolved=resolved)
         # several models read one parsed request: they must keep taking the same columns
         several = bool(shadow or split or threshold is not None)
