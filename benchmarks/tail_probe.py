@@ -8,9 +8,14 @@ for the requests slower than the run's p99, it reports what overlapped them. Wha
 overlaps nothing is time the process did not get the core (other processes).
 
     .venv/bin/python benchmarks/tail_probe.py [--seconds 60] [--baseline]
+        [--pin-all] [--no-background]
 
 ``--baseline`` skips ``steady_tail()`` (gc.freeze and the 0.5 ms GIL switch interval)
-to compare with the server as it was.
+to compare with the server as it was. ``--pin-all`` puts every thread of the server
+(writer, maintenance) on its core, as ``bench_latency.py`` pins a server; by default
+only the event loop's thread is. ``--no-background`` turns off the work nbdeploy does
+beside requests (WAL checkpoints, anchors, the alert child), to see what of the tail
+is its own.
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--pin-all", action="store_true")
+    parser.add_argument("--no-background", action="store_true")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="nbdeploy-tail-"))
     os.environ["NBDEPLOY_HOME"] = str(home)
@@ -119,6 +126,12 @@ def probe(args: argparse.Namespace, home: Path) -> int:
     X, _ = bs.train_and_register()
     nd.promote("bench/1", to="champion", force=True)
     instrument()
+    if args.no_background:
+        from nbdeploy.auditlog import maintenance
+
+        maintenance.Maintenance.run = lambda self: None  # type: ignore[method-assign]
+    if args.pin_all:  # threads started from here on inherit the core
+        os.sched_setaffinity(0, {bs.CORE_SERVER})
     s = config.settings()
     dep = srv.ServerSetup(
         "bench@champion",
@@ -130,7 +143,8 @@ def probe(args: argparse.Namespace, home: Path) -> int:
         trust_unverified=False,
     )
     app = App(dep.primary, max_body_bytes=s.max_body_bytes, max_rows=s.max_rows, router=dep.router)
-    start_timer(dep.name)
+    if not args.no_background:
+        start_timer(dep.name)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
@@ -168,7 +182,9 @@ def report(args: argparse.Namespace, load: float) -> None:
     commits = [b - a for a, b in EVENTS.get("audit-log commit", [])]
     COMMIT_MEDIAN[0] = statistics.median(commits) if commits else 0.0
     print(
-        f"\n{'baseline' if args.baseline else 'steady_tail'}: {len(requests):,} requests; "
+        f"\n{'baseline' if args.baseline else 'steady_tail'}"
+        f"{', all threads pinned' if args.pin_all else ''}"
+        f"{', no background work' if args.no_background else ''}: {len(requests):,} requests; "
         f"server-side p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms, p99/p50 {p99 / p50:.2f}; "
         f"1-min load {load:.1f}\n"
     )

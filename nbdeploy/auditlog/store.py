@@ -201,6 +201,7 @@ class AuditLog(Reads):
         self, path: Path, s: config.Settings, busy_timeout_s: float, background_checkpoints: bool
     ) -> None:
         self._busy_ms = int(busy_timeout_s * 1000)
+        self._checkpoints_elsewhere = background_checkpoints
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
@@ -289,10 +290,15 @@ class AuditLog(Reads):
 
     def append_now(self, records: list[Record]) -> bool:
         """Commit ``records`` only if nothing can make the caller wait: a SQLite log
-        whose write lock is free right now and whose commits do not fsync. False:
-        nothing was written (the lock is held elsewhere, or the log is PostgreSQL, or
-        ``NBDEPLOY_AUDIT_SYNC=full``), so the caller commits with :meth:`append`."""
-        if not isinstance(self.path, Path) or self.settings.audit_sync == "full":
+        whose write lock is free right now and whose commits never fsync (synchronous
+        NORMAL, checkpoints on the maintenance thread). False: nothing was written (the
+        lock is held elsewhere, the log is PostgreSQL, ``NBDEPLOY_AUDIT_SYNC=full``, or
+        commits may checkpoint), so the caller commits with :meth:`append`."""
+        if (
+            not isinstance(self.path, Path)
+            or self.settings.audit_sync == "full"
+            or not self._checkpoints_elsewhere
+        ):
             return False
         try:
             self._write("predictions", lambda: self._insert(records), wait=False)
