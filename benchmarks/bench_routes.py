@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,17 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=3000, help="timed calls per route and round")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    home = Path(tempfile.mkdtemp(prefix="nbdeploy-routes-"))
-    os.environ["NBDEPLOY_HOME"] = str(home)
-    for key in ("MLFLOW_TRACKING_URI", "NBDEPLOY_TRACKING_URI", "NBDEPLOY_AUDIT_DB"):
-        os.environ.pop(key, None)
-    from nbdeploy import config
-
-    config.reset()
-    try:
+    with bs.scratch_home("nbdeploy-routes-"):
         return measure(args)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def measure(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,23 @@ _groups: set[int] = set()
 
 
 # -- process handling -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_home(prefix: str) -> Iterator[Path]:
+    """A new, empty nbdeploy home for one benchmark run (the embedded defaults: no
+    tracking server, no other audit log), removed afterwards."""
+    from nbdeploy import config
+
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["NBDEPLOY_HOME"] = str(home)
+    for key in ("MLFLOW_TRACKING_URI", "NBDEPLOY_TRACKING_URI", "NBDEPLOY_AUDIT_DB"):
+        os.environ.pop(key, None)
+    config.reset()
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _kill_group(pgid: int, grace: float = 10.0) -> None:

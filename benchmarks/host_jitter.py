@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,14 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args(argv)
-    home = Path(tempfile.mkdtemp(prefix="nbdeploy-jitter-"))
-    os.environ["NBDEPLOY_HOME"] = str(home)
-    for key in ("MLFLOW_TRACKING_URI", "NBDEPLOY_TRACKING_URI", "NBDEPLOY_AUDIT_DB"):
-        os.environ.pop(key, None)
-    try:
+    with bs.scratch_home("nbdeploy-jitter-"):
         return measure(args)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def measure(args: argparse.Namespace) -> int:
