@@ -86,7 +86,7 @@ class LogWriter(ThreadPoolExecutor):
     on it) and a batch queues behind it, in chain order.
 
     Work is submitted from the event loop's thread only, and finished on the writer's:
-    each counter has one writer thread, so comparing them needs no lock."""
+    each counter is changed by one thread only, so comparing them needs no lock."""
 
     def __init__(self) -> None:
         super().__init__(1, thread_name_prefix="nbdeploy-audit")
