@@ -411,7 +411,7 @@ def test_the_event_loop_commits_a_batch_itself_only_when_nothing_can_make_it_wai
         assert (writer.submitted, rows()) == (0, 1)
 
         released = threading.Event()
-        writer.submit(released.wait)  # the writer thread is busy (with the connection)
+        writer.submit(released.wait)  # the writer thread is busy (as if mid-transaction)
         answer = asyncio.ensure_future(request(2))
         await still_waits(answer, 1)
         released.set()
