@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
-from nbdeploy.auditlog.payload import _MAGIC
+from nbdeploy.auditlog.payload import read_header, split_payload
 
 #: a column: numpy values, or a Python list where values are not numeric
 Values = np.ndarray | list[Any]
@@ -77,8 +76,8 @@ def decode_many(blobs: list[tuple[bytes, bytes]], counts: list[int]) -> Decoded:
     groups: dict[tuple[bytes, bytes, int, int], list[int]] = {}
     tails: list[tuple[bytes, bytes]] = []
     for i, (payload, inputs) in enumerate(blobs):
-        p_head, p_tail = _split(payload)
-        i_head, i_tail = _split(inputs)
+        p_head, p_tail = split_payload(payload)
+        i_head, i_tail = split_payload(inputs)
         groups.setdefault((p_head, i_head, len(p_tail), len(i_tail)), []).append(i)
         tails.append((p_tail, i_tail))
     starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
@@ -98,26 +97,16 @@ def decode_many(blobs: list[tuple[bytes, bytes]], counts: list[int]) -> Decoded:
     return out
 
 
-def _split(blob: bytes) -> tuple[bytes, bytes]:
-    """(header, array bytes); a plain JSON record (older logs) is all header."""
-    if not blob.startswith(_MAGIC):
-        return blob, b""
-    end = 8 + int.from_bytes(blob[4:8], "little")
-    return blob[:end], blob[end:]
-
-
 def _body(head: bytes, tails: list[bytes], k: int) -> dict[str, Any]:
     """The decoded body of ``k`` records sharing ``head``: arrays gain a leading axis
     of length ``k``; plain values, the same in every record, are kept once."""
-    if not head.startswith(_MAGIC):
-        return dict(orjson.loads(head))
-    header = orjson.loads(head[8:])
-    body = dict(header["plain"])
-    if not header["arrays"]:
+    plain, arrays = read_header(head)
+    body = dict(plain)
+    if not arrays:
         return body
     raw = np.frombuffer(b"".join(tails), np.uint8).reshape(k, -1)
     offset = 0
-    for key, dtype, shape in header["arrays"]:
+    for key, dtype, shape in arrays:
         dt = np.dtype(dtype)
         size = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
         block = np.ascontiguousarray(raw[:, offset : offset + size])

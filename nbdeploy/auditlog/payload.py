@@ -32,18 +32,35 @@ def encode_payload(body: dict[str, Any]) -> bytes:
 
 def decode_payload(payload: bytes) -> dict[str, Any]:
     """The inverse of :func:`encode_payload` (numeric arrays come back as numpy)."""
-    if not payload.startswith(_MAGIC):
-        return dict(orjson.loads(payload))
-    size = int.from_bytes(payload[4:8], "little")
-    header = orjson.loads(payload[8 : 8 + size])
-    body = dict(header["plain"])
-    offset = 8 + size
-    for key, dtype, shape in header["arrays"]:
+    offset = _header_end(payload)
+    plain, arrays = read_header(payload[:offset])
+    body = dict(plain)
+    for key, dtype, shape in arrays:
         dt = np.dtype(dtype)
         count = int(np.prod(shape)) if shape else 1
         body[key] = np.frombuffer(payload, dt, count, offset).reshape(shape)
         offset += count * dt.itemsize
     return body
+
+
+def split_payload(payload: bytes) -> tuple[bytes, bytes]:
+    """(header, array bytes); a plain JSON record (older logs) is all header."""
+    end = _header_end(payload)
+    return payload[:end], payload[end:]
+
+
+def _header_end(payload: bytes) -> int:
+    if not payload.startswith(_MAGIC):
+        return len(payload)
+    return 8 + int.from_bytes(payload[4:8], "little")
+
+
+def read_header(head: bytes) -> tuple[dict[str, Any], list[list[Any]]]:
+    """A header's plain values, and its arrays as [key, dtype, shape] in byte order."""
+    if not head.startswith(_MAGIC):
+        return orjson.loads(head), []
+    header = orjson.loads(head[8:])
+    return header["plain"], header["arrays"]
 
 
 def encode_inputs(
